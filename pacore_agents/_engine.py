@@ -1,0 +1,132 @@
+"""The one pluggable backend interface: an ``Engine`` turns a ``GenerationRequest`` into n
+``Completion``s.
+
+Contract:
+- ``generate`` returns exactly ``request.n`` completions, in sample order, or raises
+  ``EngineError`` (third-party errors are mapped with ``raise ... from``).
+- It is cancellable: cancelling the calling task cancels the request in flight.
+- ``seed`` (when set) makes a request reproducible on engines that support seeding.
+- ``count_tokens`` is used to budget prompts; engines with a tokenizer override it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._ids import NodeId, ProblemId, Round
+from ._messages import ChatMessage
+
+
+class SamplingParams(BaseModel):
+    """Sampling parameters of one request. ``None`` means the engine's default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def merged(self, override: SamplingParams | None) -> SamplingParams:
+        """These params with every field that ``override`` sets replacing ours."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+
+class RequestMetadata(BaseModel):
+    """Who a request is for. Engines use ``problem_id`` for endpoint affinity."""
+
+    model_config = ConfigDict(frozen=True)
+
+    problem_id: ProblemId = ProblemId("problem")
+    round: Round | None = None
+    nodes: tuple[NodeId, ...] = ()
+
+
+class GenerationRequest(BaseModel):
+    """n samples of one chat prompt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: tuple[ChatMessage, ...]
+    n: int = Field(default=1, ge=1)
+    sampling: SamplingParams = SamplingParams()
+    metadata: RequestMetadata = RequestMetadata()
+
+
+class Usage(BaseModel):
+    """Token usage of one completion.
+
+    ``prompt_tokens`` is the prompt this sample saw; in a request with n > 1 the prompt is
+    prefilled once and shared, so summing it over samples over-counts prefill work.
+    ``cached_tokens`` is the part of the prompt served from the prefix cache.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+FinishReason = str  # "stop", "length", "abort", or what the engine reports
+
+
+class Completion(BaseModel):
+    """One sample: its content, its separated reasoning (if the engine splits it), usage."""
+
+    content: str
+    reasoning: str | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage = Usage()
+    attempts: int = 1
+    notes: dict[str, Any] = Field(default_factory=dict)
+
+
+class EngineInfo(BaseModel):
+    """What an engine is, for traces and budgeting."""
+
+    name: str
+    model: str | None = None
+    max_context: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Engine(ABC):
+    """Base class of every engine. Subclasses implement ``generate``; async context manager."""
+
+    @abstractmethod
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        """Return exactly ``request.n`` completions, or raise ``EngineError``."""
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(name=type(self).__name__)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text``. Default: a conservative estimate (1 token per 3 characters)."""
+        return (len(text) + 2) // 3
+
+    def truncate_tokens(self, text: str, max_tokens: int) -> str:
+        """Keep the LAST ``max_tokens`` tokens of ``text`` (a conclusion sits at the end)."""
+        if max_tokens <= 0:
+            return ""
+        if self.count_tokens(text) <= max_tokens:
+            return text
+        return text[-max_tokens * 3 :]
+
+    async def aclose(self) -> None:
+        """Release resources (engine processes, HTTP pools). Idempotent."""
+        return None
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,57 @@
+"""The library's exceptions. Every error a user can cause is a ``PacoreError``.
+
+``ConfigError`` (bad input: spec, widths, problem, role, engine name) is what the CLI turns into
+a one-line message and exit code 2. Engine failures are ``EngineError``; third-party errors
+(openai, vLLM) are mapped at the engine boundary with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class PacoreError(Exception):
+    """Base class of every error raised by pacore-agents."""
+
+
+class ConfigError(PacoreError, ValueError):
+    """Bad user input; the message says what to fix."""
+
+
+class TopologyError(ConfigError):
+    """An invalid topology; the message names the offending node."""
+
+
+class EngineError(PacoreError):
+    """A generation request failed.
+
+    ``retryable`` says whether the same request may succeed if sent again (connection errors,
+    timeouts, 429, 5xx). ``endpoint`` and ``status`` name where and how it failed, if known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        endpoint: str | None = None,
+        status: int | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.endpoint = endpoint
+        self.status = status
+        self.attempts = attempts
+
+    def describe(self) -> str:
+        """One line naming the endpoint, status and attempts, for traces."""
+        parts = [str(self)]
+        if self.endpoint:
+            parts.append(f"endpoint={self.endpoint}")
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        parts.append(f"attempts={self.attempts}")
+        return "; ".join(parts)
+
+
+class RunFailedError(PacoreError):
+    """A run ended because a node failed under the ``fail`` policy (or the sink failed)."""
