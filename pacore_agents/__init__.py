@@ -1,5 +1,8 @@
 """pacore-agents: parallel coordinated reasoning where every trajectory is an agent."""
 
+__version__ = "0.1.0"
+
+from ._config import PACORE_SAMPLING, FailurePolicy, RunConfig
 from ._engine import (
     Completion,
     Engine,
@@ -13,6 +16,12 @@ from ._errors import ConfigError, EngineError, PacoreError, RunFailedError, Topo
 from ._function_engine import FunctionEngine
 from ._ids import AgentIndex, NodeId, ProblemId, RoleName, Round
 from ._messages import ChatMessage, Problem
+from ._references import OrderPolicy, Reference, derive_seed, order_references
+from ._roles import PromptContext, Role, RoleBook, builtin_roles, pacore_compact
+from ._run import RunResult, resolve_topology, run, run_sync
+from ._scheduler import PlannedRequest, RoundScheduler, RunObserver
+from ._specs import TopologySpec, build, builtin_topologies, load_topology, parse_spec
+from ._topology import Topology, all_to_all, from_edges, from_graph, hierarchical, ring, star, validate
 from ._trace import NodeRecord, RoundSummary, RunTrace, Truncation
 from ._wrappers import ConcurrencyLimitedEngine, RetryingEngine, RetryPolicy
 
@@ -25,23 +34,55 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineInfo",
+    "FailurePolicy",
     "FunctionEngine",
     "GenerationRequest",
     "NodeId",
     "NodeRecord",
+    "OrderPolicy",
+    "PACORE_SAMPLING",
     "PacoreError",
+    "PlannedRequest",
     "Problem",
     "ProblemId",
+    "PromptContext",
+    "Reference",
     "RequestMetadata",
     "RetryPolicy",
     "RetryingEngine",
+    "Role",
+    "RoleBook",
     "RoleName",
     "Round",
+    "RoundScheduler",
     "RoundSummary",
+    "RunConfig",
     "RunFailedError",
+    "RunObserver",
+    "RunResult",
     "RunTrace",
     "SamplingParams",
+    "Topology",
     "TopologyError",
+    "TopologySpec",
     "Truncation",
     "Usage",
+    "all_to_all",
+    "build",
+    "builtin_roles",
+    "builtin_topologies",
+    "derive_seed",
+    "from_edges",
+    "from_graph",
+    "hierarchical",
+    "load_topology",
+    "order_references",
+    "pacore_compact",
+    "parse_spec",
+    "resolve_topology",
+    "ring",
+    "run",
+    "run_sync",
+    "star",
+    "validate",
 ]

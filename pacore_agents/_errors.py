@@ -7,6 +7,8 @@ a one-line message and exit code 2. Engine failures are ``EngineError``; third-p
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PacoreError(Exception):
     """Base class of every error raised by pacore-agents."""
@@ -54,4 +56,9 @@ class EngineError(PacoreError):
 
 
 class RunFailedError(PacoreError):
-    """A run ended because a node failed under the ``fail`` policy (or the sink failed)."""
+    """A run ended because a node failed under the ``fail`` policy, the sink failed, or the run
+    timed out. ``trace`` (a ``RunTrace``) holds everything done up to then."""
+
+    def __init__(self, message: str, trace: Any = None) -> None:
+        super().__init__(message)
+        self.trace = trace

@@ -1,0 +1,169 @@
+"""Roles: how an agent builds its prompt from (problem, ordered references), how its
+trajectory is compacted into a message, and its sampling overrides.
+
+Built-ins reproduce PaCoRe byte for byte: ``explorer`` sends the problem's messages unchanged;
+``synthesizer`` and ``sink`` replace the last user message's content with the PaCoRe synthesis
+template rendered with ``original_prompt`` and ``ref_responses``. Templates are Jinja2 in an
+immutable sandbox with default settings (a template's final newline is dropped), so a template
+can read its variables but never touch Python objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ._engine import Completion, SamplingParams
+from ._errors import ConfigError
+from ._ids import NodeId
+from ._messages import ChatMessage, Problem
+
+THINK_END = "</think>"
+CompactionKind = Literal["pacore", "full", "boxed"]
+
+
+def pacore_compact(content: str) -> str:
+    """PaCoRe's compaction: the content after the last ``</think>``, else the whole content."""
+    idx = content.rfind(THINK_END)
+    return content if idx < 0 else content[idx + len(THINK_END) :]
+
+
+def boxed_compact(content: str) -> str:
+    """Only the final answer: the last ``\\boxed{...}`` (balanced braces) of the PaCoRe
+    message, or the PaCoRe message if there is none."""
+    text = pacore_compact(content)
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return text
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[start : j + 1]
+    return text
+
+
+_COMPACTORS = {"pacore": pacore_compact, "full": lambda c: c, "boxed": boxed_compact}
+
+_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@cache
+def pacore_synthesis_template() -> str:
+    """The PaCoRe synthesis template, as pinned by the reference (shipped in the package)."""
+    return (resources.files("pacore_agents") / "templates" / "pacore_synthesis.jinja").read_text(
+        encoding="utf-8"
+    )
+
+
+def compile_template(source: str, *, what: str = "template") -> jinja2.Template:
+    """Compile a sandboxed template; a syntax error becomes a ``ConfigError`` naming it."""
+    try:
+        return _ENV.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{what}: bad Jinja2 syntax at line {exc.lineno}: {exc.message}") from exc
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """What a role sees when it builds a prompt. ``references`` are compacted messages in the
+    order they appear in the prompt."""
+
+    problem: Problem
+    node: NodeId
+    num_rounds: int
+    references: Sequence[str]
+
+
+@dataclass
+class Role:
+    """A role. Subclass and override ``build_prompt`` / ``compact`` for full control, or set
+    ``template`` (Jinja2; variables ``original_prompt``, ``ref_responses``, ``round``, ``agent``,
+    ``num_rounds``) to replace the last user message, and ``system`` to prepend a system prompt.
+
+    ``template=None`` sends the problem's messages unchanged (PaCoRe's round 1).
+    """
+
+    name: str
+    template: str | None = None
+    system: str | None = None
+    compaction: CompactionKind = "pacore"
+    sampling: SamplingParams | None = None
+    description: str = ""
+    _compiled: jinja2.Template | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.compaction not in _COMPACTORS:
+            raise ConfigError(f"role {self.name!r}: unknown compaction {self.compaction!r}: use {sorted(_COMPACTORS)}")
+        if self.template is not None:
+            self._compiled = compile_template(self.template, what=f"role {self.name!r} template")
+
+    def render(self, ctx: PromptContext) -> str:
+        assert self._compiled is not None
+        variables: Mapping[str, Any] = {
+            "original_prompt": ctx.problem.statement,
+            "ref_responses": list(ctx.references),
+            "round": ctx.node.round,
+            "agent": ctx.node.agent,
+            "num_rounds": ctx.num_rounds,
+        }
+        try:
+            return self._compiled.render(**variables)
+        except jinja2.TemplateError as exc:
+            raise ConfigError(f"role {self.name!r}: template failed on node {ctx.node}: {exc}") from exc
+
+    def build_prompt(self, ctx: PromptContext) -> tuple[ChatMessage, ...]:
+        """The chat messages this node sends. Must be a pure function of ``ctx`` (it decides the
+        n-merge: nodes with equal prompts share one request)."""
+        messages = ctx.problem.messages if self._compiled is None else ctx.problem.with_statement(self.render(ctx))
+        if self.system is not None:
+            messages = (ChatMessage(role="system", content=self.system), *messages)
+        return tuple(messages)
+
+    def compact(self, completion: Completion) -> str:
+        """The message this node passes on. A separate reasoning field is never passed on."""
+        return _COMPACTORS[self.compaction](completion.content)
+
+
+def builtin_roles() -> dict[str, Role]:
+    """Fresh instances of the built-in roles."""
+    synthesis = pacore_synthesis_template()
+    return {
+        "explorer": Role("explorer", description="round 1: the problem, unchanged"),
+        "synthesizer": Role("synthesizer", template=synthesis,
+                            description="PaCoRe synthesis of the previous round's messages"),
+        "sink": Role("sink", template=synthesis, description="the final synthesis (the answer)"),
+    }
+
+
+def default_role(node: NodeId, sink: NodeId) -> str:
+    """The role of a node with none assigned: explorer in round 1, sink, else synthesizer."""
+    if node == sink:
+        return "sink"
+    return "explorer" if node.round == 1 else "synthesizer"
+
+
+class RoleBook:
+    """Resolves role names to roles: built-ins overlaid with user roles."""
+
+    def __init__(self, roles: Mapping[str, Role] | Sequence[Role] | None = None) -> None:
+        self.roles = builtin_roles()
+        items = roles.values() if isinstance(roles, Mapping) else (roles or [])
+        for role in items:
+            if not isinstance(role, Role):
+                raise ConfigError(f"{role!r} is not a pacore_agents.Role")
+            self.roles[role.name] = role
+
+    def get(self, name: str, node: NodeId) -> Role:
+        try:
+            return self.roles[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown role {name!r} on node {node}: known roles are {', '.join(sorted(self.roles))}"
+            ) from None

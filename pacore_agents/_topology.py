@@ -1,0 +1,237 @@
+"""Topologies: builders of the unrolled message-passing graph.
+
+The graph is a ``networkx.DiGraph`` whose nodes are ``NodeId(round, agent)`` and whose edge
+``u -> v`` means v (round r+1) receives u's (round r) compacted message. Node attribute
+``role`` names the node's role (absent = the default for its position: explorer in round 1,
+sink for the sink, synthesizer otherwise).
+
+Invariants (checked by ``validate``): rounds are 1..R with no empty round, agents of a round are
+0..w-1, edges go from round r to round r+1 only, the last round has exactly one node (the sink),
+and every node reaches the sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import networkx as nx
+
+from ._errors import TopologyError
+from ._ids import NodeId, RoleName
+from ._roles import Role
+
+ROLE_ATTR = "role"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A validated unrolled graph with a name. Build it with the builders below."""
+
+    graph: nx.DiGraph
+    name: str = "custom"
+    description: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    roles: Mapping[str, Role] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate(self.graph)
+
+    @property
+    def widths(self) -> list[int]:
+        """Nodes per round, round 1 first (the sink's round included)."""
+        return widths_of(self.graph)
+
+    @property
+    def num_rounds(self) -> int:
+        return len(self.widths)
+
+    @property
+    def sink(self) -> NodeId:
+        return NodeId.of(self.num_rounds, 0)
+
+    def nodes(self, round_: int | None = None) -> list[NodeId]:
+        """Nodes in sorted order, optionally of one round."""
+        nodes: Iterable[NodeId] = self.graph.nodes
+        return sorted(n for n in nodes if round_ is None or n.round == round_)
+
+    def inputs(self, node: NodeId) -> list[NodeId]:
+        """The node's in-neighbours, in sorted (graph) order."""
+        return sorted(self.graph.predecessors(node))
+
+    def role_of(self, node: NodeId) -> RoleName | None:
+        role = self.graph.nodes[node].get(ROLE_ATTR)
+        return RoleName(role) if role else None
+
+    def with_roles(self, assignment: Mapping[NodeId, str]) -> Topology:
+        """A copy with the given nodes' roles set."""
+        graph = self.graph.copy()
+        for node, role in assignment.items():
+            if node not in graph:
+                raise TopologyError(f"role assignment names node {node}, which is not in the topology")
+            graph.nodes[node][ROLE_ATTR] = role
+        return Topology(graph, self.name, self.description, self.params, self.roles)
+
+    def node_link(self) -> dict[str, Any]:
+        """JSON-ready node-link data (node ids as ``r1.a0`` strings)."""
+        relabeled = nx.relabel_nodes(self.graph, {n: str(n) for n in self.graph.nodes})
+        data: dict[str, Any] = nx.node_link_data(relabeled, edges="edges")
+        return data
+
+
+def widths_of(graph: nx.DiGraph) -> list[int]:
+    rounds: dict[int, int] = {}
+    for node in graph.nodes:
+        rounds[node.round] = rounds.get(node.round, 0) + 1
+    return [rounds[r] for r in sorted(rounds)]
+
+
+def validate(graph: nx.DiGraph) -> None:
+    """Raise ``TopologyError`` naming the first offending node, or return."""
+    if graph.number_of_nodes() == 0:
+        raise TopologyError("the topology has no nodes")
+    for node in graph.nodes:
+        if not isinstance(node, NodeId):
+            raise TopologyError(f"node {node!r} is not a NodeId(round, agent)")
+        if node.round < 1 or node.agent < 0:
+            raise TopologyError(f"node {node}: rounds start at 1 and agents at 0")
+    by_round: dict[int, list[int]] = {}
+    for node in graph.nodes:
+        by_round.setdefault(node.round, []).append(node.agent)
+    last = max(by_round)
+    for r in range(1, last + 1):
+        agents = sorted(by_round.get(r, []))
+        if not agents:
+            raise TopologyError(f"round {r} is empty: every round from 1 to {last} needs a node")
+        if agents != list(range(len(agents))):
+            missing = sorted(set(range(max(agents) + 1)) - set(agents))
+            raise TopologyError(f"round {r}: agents must be numbered 0..{len(agents) - 1}; missing r{r}.a{missing[0]}")
+    for u, v in graph.edges:
+        if v.round != u.round + 1:
+            kind = "a cycle across rounds" if v.round <= u.round else "an edge that skips a round"
+            raise TopologyError(f"edge {u} -> {v} is {kind}: edges must go from round r to round r+1")
+    if len(by_round[last]) != 1:
+        raise TopologyError(
+            f"the last round (round {last}) has {len(by_round[last])} nodes: it must hold exactly one sink"
+        )
+    sink = NodeId.of(last, 0)
+    reaching = nx.ancestors(graph, sink) | {sink}
+    for node in sorted(graph.nodes):
+        if node not in reaching:
+            if graph.out_degree(node) == 0:
+                raise TopologyError(f"node {node} has no out-edges in round {node.round} < {last}: a second sink (it cannot reach the sink {sink})")
+            raise TopologyError(f"node {node} cannot reach the sink {sink}")
+
+
+def _check_width(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TopologyError(f"{what} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise TopologyError(f"{what} must be a positive integer, got {value}")
+    return value
+
+
+def _with_sink_round(graph: nx.DiGraph, last_round: int) -> None:
+    sink = NodeId.of(last_round + 1, 0)
+    graph.add_node(sink)
+    for node in [n for n in graph.nodes if n.round == last_round]:
+        graph.add_edge(node, sink)
+
+
+def all_to_all(widths: Sequence[int], *, name: str = "all-to-all") -> Topology:
+    """PaCoRe: rounds of the given widths plus a final round of width 1; every node of round
+    r+1 hears every node of round r. ``all_to_all([32, 4])`` runs 32, 4 and 1 trajectories."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths:
+        raise TopologyError(f"widths must be a non-empty list of positive integers, got {widths!r}")
+    ws = [_check_width(w, f"width of round {i + 1}") for i, w in enumerate(widths)] + [1]
+    graph = nx.DiGraph()
+    for r, w in enumerate(ws, start=1):
+        graph.add_nodes_from(NodeId.of(r, a) for a in range(w))
+    for r, (w_prev, w_next) in enumerate(pairwise(ws), start=1):
+        graph.add_edges_from(
+            (NodeId.of(r, a), NodeId.of(r + 1, b)) for a in range(w_prev) for b in range(w_next)
+        )
+    return Topology(graph, name, f"all-to-all, widths {list(widths)} + sink", {"widths": list(widths)})
+
+
+def ring(width: int, rounds: int, radius: int = 1, *, name: str = "ring") -> Topology:
+    """``rounds`` rounds of ``width`` agents; agent i hears agents i-radius..i+radius (mod width,
+    itself included) of the previous round; then a sink hears all of the last round."""
+    width = _check_width(width, "ring width")
+    rounds = _check_width(rounds, "ring rounds")
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
+        raise TopologyError(f"ring radius must be a non-negative integer, got {radius!r}")
+    comm = nx.DiGraph()
+    comm.add_nodes_from(range(width))
+    for i in range(width):
+        for d in range(-radius, radius + 1):
+            comm.add_edge((i + d) % width, i)
+    topo = from_graph(comm, rounds, name=name)
+    return Topology(topo.graph, name, f"ring of {width}, radius {radius}, {rounds} rounds + sink",
+                    {"width": width, "rounds": rounds, "radius": radius})
+
+
+def hierarchical(branching: Sequence[int], *, name: str = "hierarchical") -> Topology:
+    """Groups report to leaders: ``[4, 4]`` runs 16 agents, whose groups of 4 report to 4
+    leaders, who report to the sink. Round r's agent a hears agents a*b..a*b+b-1 of round r-1."""
+    if isinstance(branching, (str, bytes)) or not isinstance(branching, Sequence) or not branching:
+        raise TopologyError(f"branching must be a non-empty list of positive integers, got {branching!r}")
+    bs = [_check_width(b, f"branching factor {i + 1}") for i, b in enumerate(branching)]
+    ws = [1]
+    for b in reversed(bs):
+        ws.insert(0, ws[0] * b)
+    graph = nx.DiGraph()
+    for r, w in enumerate(ws, start=1):
+        graph.add_nodes_from(NodeId.of(r, a) for a in range(w))
+    for r, b in enumerate(bs, start=1):
+        graph.add_edges_from((NodeId.of(r, a), NodeId.of(r + 1, a // b)) for a in range(ws[r - 1]))
+    return Topology(graph, name, f"hierarchical, branching {bs}: widths {ws}", {"branching": bs})
+
+
+def star(width: int, rounds: int = 2, *, name: str = "star") -> Topology:
+    """Agent 0 is the hub: it hears every agent, every spoke hears the hub and itself; repeated
+    for ``rounds`` rounds, then a sink hears all of the last round."""
+    width = _check_width(width, "star width")
+    comm = nx.DiGraph()
+    comm.add_nodes_from(range(width))
+    for i in range(width):
+        comm.add_edge(i, 0)
+        comm.add_edge(0, i)
+        comm.add_edge(i, i)
+    topo = from_graph(comm, rounds, name=name)
+    return Topology(topo.graph, name, f"star of {width} (hub 0), {rounds} rounds + sink",
+                    {"width": width, "rounds": rounds})
+
+
+def from_graph(
+    comm: nx.DiGraph, rounds: int, *, name: str = "from-graph", roles: Mapping[Any, str] | None = None
+) -> Topology:
+    """Unroll a static communication graph: edge ``u -> v`` of ``comm`` becomes, for each round
+    r < ``rounds``, an edge from (r, u) to (r+1, v); then a sink round hears all of the last round.
+    Agents are ``comm``'s nodes in sorted order (any sortable labels); ``roles`` maps a label to
+    the role it plays in every round but the sink's."""
+    rounds = _check_width(rounds, "rounds")
+    if not isinstance(comm, nx.DiGraph) or comm.number_of_nodes() == 0:
+        raise TopologyError("from_graph needs a non-empty networkx DiGraph")
+    labels = sorted(comm.nodes)
+    index = {label: i for i, label in enumerate(labels)}
+    graph = nx.DiGraph()
+    for r in range(1, rounds + 1):
+        for label in labels:
+            attrs = {ROLE_ATTR: roles[label]} if roles and label in roles else {}
+            graph.add_node(NodeId.of(r, index[label]), **attrs)
+    for r in range(1, rounds):
+        graph.add_edges_from((NodeId.of(r, index[u]), NodeId.of(r + 1, index[v])) for u, v in comm.edges)
+    _with_sink_round(graph, rounds)
+    return Topology(graph, name, f"{name}: {len(labels)} agents, {rounds} rounds + sink", {"rounds": rounds})
+
+
+def from_edges(edges: Iterable[tuple[NodeId, NodeId]], *, name: str = "custom",
+               nodes: Iterable[NodeId] = ()) -> Topology:
+    """A topology from explicit unrolled edges (and optional isolated nodes)."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
+    return Topology(graph, name, f"{name}: explicit edges")

@@ -1,0 +1,86 @@
+"""Endpoint selection for engines that talk to several OpenAI-compatible servers.
+
+Contract (deterministic, per engine):
+- every request of one problem goes to the endpoint the problem was first assigned to, so the
+  server's prefix cache sees all of that problem's prompts (prefix-cache affinity);
+- a problem seen for the first time is assigned to the endpoint with the fewest requests in
+  flight at that moment; ties go to the lowest index.
+
+Assignment happens without awaiting, so it is race-free under anyio's cooperative scheduling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+from .._errors import ConfigError
+
+
+def normalize_base_url(url: str) -> str:
+    """``http://host:port`` -> ``http://host:port/v1``; a URL with a path is kept as given.
+
+    Raises ``ConfigError`` for anything that is not an http(s) URL with a host.
+    """
+    text = url.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(
+            f"bad OpenAI base URL {url!r}: write it as http://HOST:PORT/v1 (e.g. http://127.0.0.1:8000/v1)"
+        )
+    path = parts.path.rstrip("/")
+    if not path:
+        path = "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def display_url(url: str) -> str:
+    """The URL without any user:password part, for logs, traces and error messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class EndpointPool:
+    """Outstanding-request counts and the problem -> endpoint affinity map of one engine."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ConfigError(
+                "the openai engine needs at least one base URL (e.g. --base-url http://127.0.0.1:8000/v1)"
+            )
+        normalized = [normalize_base_url(u) for u in urls]
+        if len(set(normalized)) != len(normalized):
+            raise ConfigError(f"duplicate OpenAI base URLs in {list(map(display_url, normalized))}: list each once")
+        self.urls: tuple[str, ...] = tuple(normalized)
+        self.outstanding: list[int] = [0] * len(normalized)
+        self._affinity: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def assign(self, problem_id: str) -> int:
+        """The endpoint index for ``problem_id`` (assigning one on first sight)."""
+        index = self._affinity.get(problem_id)
+        if index is None:
+            index = min(range(len(self.urls)), key=lambda i: (self.outstanding[i], i))
+            self._affinity[problem_id] = index
+        return index
+
+    @property
+    def affinity(self) -> dict[str, int]:
+        """A copy of the problem -> endpoint index map."""
+        return dict(self._affinity)
+
+    @contextmanager
+    def in_flight(self, index: int, count: int = 1) -> Iterator[None]:
+        """Count ``count`` requests as outstanding on endpoint ``index`` while inside."""
+        self.outstanding[index] += count
+        try:
+            yield
+        finally:
+            self.outstanding[index] -= count

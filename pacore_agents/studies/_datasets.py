@@ -1,0 +1,202 @@
+"""Datasets of a study: the vendored GSM8K and MATH-500 test sets, local JSONL/Parquet files with
+a field mapping, and the PaCoRe sample format (``messages`` + ``ground_truth.answer``).
+
+Contract: ``load_problems(spec)`` returns ``Problem``s in file order after the selection
+(``ids``, then ``offset``, then ``limit``). Every row must have its problem and answer fields
+(and its id field if one is named); otherwise ``ConfigError`` lists the offending lines. Field
+names are dotted paths into the row (``ground_truth.answer``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .._errors import ConfigError
+from .._ids import ProblemId
+from .._messages import ChatMessage, Problem
+
+BOXED_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+BuiltinName = Literal["gsm8k", "math500"]
+_BUILTIN: dict[str, tuple[str, str, str, str]] = {
+    # name: (file, problem field, answer field, id field)
+    "gsm8k": ("gsm8k_test.jsonl.gz", "question", "answer", "idx"),
+    "math500": ("math500_test.jsonl.gz", "problem", "answer", "unique_id"),
+}
+_MAX_LISTED = 20
+
+
+class DatasetSpec(BaseModel):
+    """Where a study's problems come from: ``name`` (a vendored set) or ``path`` (a local file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: BuiltinName | None = Field(default=None, description="gsm8k (1319 test problems) or math500")
+    path: Path | None = Field(default=None, description="a .jsonl, .jsonl.gz or .parquet file")
+    format: Literal["auto", "jsonl", "parquet", "pacore"] = "auto"
+    problem_field: str | None = Field(default=None, description="dotted path; text or chat messages")
+    answer_field: str | None = None
+    id_field: str | None = Field(default=None, description="default: the row's 0-based index")
+    ids: list[str] | None = Field(default=None, description="keep only these problem ids")
+    offset: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+    prompt_template: str | None = Field(
+        default=None,
+        description="Python format string with {problem}; default: a 'put your final answer "
+        "within \\boxed{}' instruction for gsm8k/math500, the text unchanged for files",
+    )
+    system_prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of dataset.name (gsm8k, math500) or dataset.path")
+        if self.prompt_template is not None and "{problem}" not in self.prompt_template:
+            raise ValueError("dataset.prompt_template must contain {problem}")
+        return self
+
+
+def _lookup(row: Any, dotted: str) -> Any:
+    """The value at ``dotted`` in ``row``, or raise KeyError."""
+    value = row
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value or value[part] is None:
+            raise KeyError(dotted)
+        value = value[part]
+    return value
+
+
+def gsm8k_gold(answer: str) -> str:
+    """The number after GSM8K's ``#### `` marker (commas removed), or the text unchanged."""
+    if "####" in answer:
+        return answer.rsplit("####", 1)[1].strip().replace(",", "")
+    return answer.strip()
+
+
+def _iter_jsonl(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from exc
+
+
+def _read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
+    """(line number, row) pairs; Parquet rows are numbered from 1."""
+    if not path.exists():
+        raise ConfigError(f"dataset file {path} does not exist: fix dataset.path")
+    if fmt == "parquet" or (fmt == "auto" and path.suffix == ".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise ConfigError(f"reading {path} needs pyarrow: pip install pyarrow") from exc
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow's many error types: map at the boundary
+            raise ConfigError(f"cannot read parquet file {path}: {exc}") from exc
+        return list(enumerate(table.to_pylist(), start=1))
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: give a JSONL or Parquet file") from exc
+    return list(_iter_jsonl(path, text))
+
+
+def _messages_of(value: Any, template: str, system: str | None) -> tuple[ChatMessage, ...]:
+    if isinstance(value, str):
+        msgs = [ChatMessage(role="user", content=template.format(problem=value))]
+    elif isinstance(value, list):
+        msgs = [ChatMessage.model_validate(m) for m in value]
+        if template != "{problem}":  # apply an explicit template to the last user message
+            idx = max(i for i, m in enumerate(msgs) if m.role == "user")
+            msgs[idx] = ChatMessage(role="user", content=template.format(problem=msgs[idx].content))
+    else:
+        raise ValueError(f"the problem field holds {type(value).__name__}, not text or chat messages")
+    if system is not None and not any(m.role == "system" for m in msgs):
+        msgs.insert(0, ChatMessage(role="system", content=system))
+    return tuple(msgs)
+
+
+def load_problems(spec: DatasetSpec, *, base_dir: Path | None = None) -> list[Problem]:
+    """The problems ``spec`` selects (see the module contract). ``base_dir`` resolves a
+    relative ``path`` (the study file's folder)."""
+    if spec.name is not None:
+        file, pf, af, idf = _BUILTIN[spec.name]
+        data = resources.files("pacore_agents.studies") / "data" / file
+        text = gzip.decompress(data.read_bytes()).decode("utf-8")
+        rows = list(_iter_jsonl(Path(file), text))
+        source = spec.name
+        problem_field, answer_field = spec.problem_field or pf, spec.answer_field or af
+        id_field: str | None = spec.id_field or idf
+        template = spec.prompt_template or BOXED_PROMPT
+    else:
+        assert spec.path is not None
+        path = spec.path if spec.path.is_absolute() or base_dir is None else base_dir / spec.path
+        rows = _read_rows(path, spec.format)
+        source = str(path)
+        pacore = spec.format == "pacore"
+        problem_field = spec.problem_field or ("messages" if pacore else "problem")
+        answer_field = spec.answer_field or ("ground_truth.answer" if pacore else "answer")
+        id_field = spec.id_field
+        template = spec.prompt_template or "{problem}"
+    unit = "row" if source.endswith(".parquet") else "line"
+
+    problems: list[Problem] = []
+    bad: list[str] = []
+    for index, (lineno, row) in enumerate(rows):
+        fields = [problem_field, answer_field] + ([id_field] if id_field else [])
+        missing = []
+        for f in fields:
+            try:
+                _lookup(row, f)
+            except KeyError:
+                missing.append(f)
+        if missing:
+            bad.append(f"{unit} {lineno} (missing {', '.join(repr(m) for m in missing)})")
+            continue
+        pid = str(_lookup(row, id_field)) if id_field else str(index)
+        answer = str(_lookup(row, answer_field))
+        if spec.name == "gsm8k":
+            pid, answer = f"gsm8k-{pid}", gsm8k_gold(answer)
+        try:
+            messages = _messages_of(_lookup(row, problem_field), template, spec.system_prompt)
+            problems.append(Problem(id=ProblemId(pid), messages=messages, answer=answer,
+                                    metadata={"source": source, "line": lineno}))
+        except (ValueError, KeyError, IndexError) as exc:
+            bad.append(f"{unit} {lineno} ({exc})")
+    if bad:
+        listed = "; ".join(bad[:_MAX_LISTED]) + (f"; ... {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else "")
+        raise ConfigError(f"{source}: {len(bad)} rows cannot be used (fields: problem={problem_field!r}, "
+                          f"answer={answer_field!r}, id={id_field!r}): {listed}")
+    return _select(problems, spec, source)
+
+
+def _select(problems: list[Problem], spec: DatasetSpec, source: str) -> list[Problem]:
+    counts = Counter(p.id for p in problems)
+    dups = sorted(i for i, c in counts.items() if c > 1)
+    if dups:
+        raise ConfigError(f"{source}: duplicate problem ids {dups[:10]}: name a unique dataset.id_field")
+    if spec.ids is not None:
+        by_id = {p.id: p for p in problems}
+        unknown = [i for i in spec.ids if i not in by_id]
+        if unknown:
+            raise ConfigError(f"{source}: dataset.ids names unknown problems {unknown[:10]}")
+        problems = [by_id[i] for i in spec.ids]
+    end = None if spec.limit is None else spec.offset + spec.limit
+    selected = problems[spec.offset : end]
+    if not selected:
+        raise ConfigError(f"{source}: the selection (offset={spec.offset}, limit={spec.limit}) is empty")
+    return selected

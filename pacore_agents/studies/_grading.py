@@ -1,0 +1,227 @@
+"""Grading with math-verify in a process pool, and answer extraction for majority votes.
+
+math-verify times its checks out with SIGALRM, which only works in a process's main thread, so
+checks run in worker processes (``spawn``: never fork a process that holds engine threads).
+Each check has a time budget enforced in the worker by our own SIGALRM (math-verify's own
+alarms are switched off so they cannot cancel ours); a worker that does not come back within
+the budget plus a grace period (a hang that signals cannot break) is killed and the pool
+replaced. Either way the check is recorded with status ``"timeout"``, never as wrong.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
+import logging
+import multiprocessing
+import re
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel
+
+from .._errors import PacoreError
+from ._datasets import gsm8k_gold
+
+GradeStatus = Literal["correct", "wrong", "timeout", "error"]
+CheckFn = Callable[[str, str], bool]
+
+
+class Grade(BaseModel):
+    """The verdict on one text: ``status`` and the answer extracted from it (for votes)."""
+
+    status: GradeStatus
+    answer: str | None = None
+    detail: str | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.status == "correct"
+
+    @property
+    def graded(self) -> bool:
+        """True if the checker reached a verdict (correct or wrong)."""
+        return self.status in ("correct", "wrong")
+
+
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_HASHES_RE = re.compile(r"####\s*([^\n]+)")
+_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _last_boxed(text: str) -> str | None:
+    starts = [m.end() for m in _BOXED_RE.finditer(text)]
+    for start in reversed(starts):
+        depth, i = 1, start
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            return text[start : i - 1]
+    return None
+
+
+def normalize_answer(answer: str) -> str:
+    """A canonical spelling for votes: no spaces, ``$``, ``\\left``/``\\right``, thin spaces,
+    trailing period, thousands separators or ``.0``; ``\\dfrac``/``\\tfrac`` -> ``\\frac``."""
+    s = answer.strip().strip("$").strip()
+    for old, new in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""),
+                     ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\$", "")):
+        s = s.replace(old, new)
+    s = re.sub(r"\s+", "", s).rstrip(".")
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
+        s = s.replace(",", "")
+    if re.fullmatch(r"-?\d+\.0+", s):
+        s = s.split(".")[0]
+    return s
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The predicted answer in ``text``, normalized: the last ``\\boxed{...}``; else the text
+    after the last ``####``; else the last number in the text; else None."""
+    if not text:
+        return None
+    found = _last_boxed(text)
+    if found is None:
+        hashes = _HASHES_RE.findall(text)
+        found = hashes[-1] if hashes else None
+    if found is None:
+        numbers = _NUMBER_RE.findall(text)
+        found = numbers[-1] if numbers else None
+    if found is None:
+        return None
+    return normalize_answer(found) or None
+
+
+def gold_latex(answer: str) -> str:
+    """The gold answer as math-verify expects it: GSM8K's ``#### N`` reduced to N, then
+    wrapped in ``\\boxed{}`` unless it already is boxed or in ``$...$``."""
+    gold = gsm8k_gold(answer)
+    if "\\boxed" in gold or gold.startswith("$"):
+        return gold
+    return f"\\boxed{{{gold}}}"
+
+
+def math_verify_check(gold: str, prediction: str) -> bool:
+    """math-verify's verdict (gold first: the comparison is not symmetric). No own timeouts."""
+    from math_verify import parse, verify
+
+    gold_parsed = parse(gold, parsing_timeout=None, raise_on_error=True)  # type: ignore[arg-type]
+    if not gold_parsed:
+        raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
+    try:
+        pred_parsed = parse(prediction, parsing_timeout=None, raise_on_error=True)  # type: ignore[arg-type]
+    except Exception:  # an unparsable prediction is a wrong one
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=False))
+
+
+class _CheckTimeout(BaseException):  # BaseException: math-verify catches Exception
+    pass
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise _CheckTimeout
+
+
+def _worker_init() -> None:
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings
+    signal.signal(signal.SIGALRM, _on_alarm)
+
+
+def _worker_check(check: CheckFn, gold: str, prediction: str, budget: float) -> tuple[str, str | None]:
+    """Runs in a worker process (main thread): the check under a SIGALRM budget."""
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, budget)
+    try:
+        return ("correct" if check(gold, prediction) else "wrong"), None
+    except _CheckTimeout:
+        return "timeout", f"check exceeded {budget}s"
+    except Exception as exc:
+        return "error", f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class Grader:
+    """Grades texts against gold answers in a process pool. Use as an async context manager.
+
+    ``timeout`` is the per-check budget in seconds; ``grace`` the extra time after which a
+    worker that ignores its alarm is killed. Verdicts are cached per (gold, text).
+    """
+
+    def __init__(self, *, workers: int = 1, timeout: float = 5.0, grace: float = 10.0,
+                 check: CheckFn = math_verify_check) -> None:
+        self.workers, self.timeout, self.grace, self.check = workers, timeout, grace, check
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(max(1, workers) * 2)
+        self._cache: dict[tuple[str, str], Grade] = {}
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init,
+                                      mp_context=multiprocessing.get_context("spawn"))
+
+    def _get_pool(self) -> cf.ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._new_pool()
+            return self._pool
+
+    def _kill_pool(self, pool: cf.ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        procs: dict[Any, Any] = getattr(pool, "_processes", None) or {}
+        for proc in list(procs.values()):
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def _blocking_check(self, gold: str, prediction: str) -> tuple[str, str | None]:
+        for _ in range(3):  # a pool killed under a sibling check is retried on a new one
+            pool = self._get_pool()
+            try:
+                fut = pool.submit(_worker_check, self.check, gold, prediction, self.timeout)
+                return fut.result(timeout=self.timeout + self.grace)
+            except cf.TimeoutError:
+                self._kill_pool(pool)
+                return "timeout", f"worker hung past {self.timeout + self.grace}s and was killed"
+            except (BrokenProcessPool, cf.CancelledError, RuntimeError):
+                self._kill_pool(pool)
+        raise PacoreError(
+            "the grading process pool broke three times in a row (a worker died at start-up); "
+            "a script that runs a study must guard its entry point with if __name__ == '__main__'")
+
+    async def grade(self, gold: str | None, text: str | None) -> Grade:
+        """Grade ``text`` against ``gold``; no text -> wrong, no gold -> error."""
+        answer = extract_answer(text)
+        if gold is None:
+            return Grade(status="error", answer=answer, detail="the problem has no gold answer")
+        if not text or not text.strip():
+            return Grade(status="wrong", answer=None, detail="empty")
+        key = (gold, text)
+        if key in self._cache:
+            return self._cache[key]
+        async with self._limiter:
+            status, detail = await anyio.to_thread.run_sync(
+                self._blocking_check, gold_latex(gold), text, abandon_on_cancel=True)
+        grade = Grade(status=status, answer=answer, detail=detail)  # type: ignore[arg-type]
+        self._cache[key] = grade
+        return grade
+
+    async def aclose(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            await anyio.to_thread.run_sync(lambda: pool.shutdown(wait=True, cancel_futures=True),
+                                           abandon_on_cancel=True)
+
+    async def __aenter__(self) -> Grader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
