@@ -117,11 +117,14 @@ def validate(graph: nx.DiGraph) -> None:
             f"the last round (round {last}) has {len(by_round[last])} nodes: it must hold exactly one sink"
         )
     sink = NodeId.of(last, 0)
-    reaching = nx.ancestors(graph, sink) | {sink}
     for node in sorted(graph.nodes):
-        if node not in reaching:
-            if graph.out_degree(node) == 0:
-                raise TopologyError(f"node {node} has no out-edges in round {node.round} < {last}: a second sink (it cannot reach the sink {sink})")
+        if node != sink and graph.out_degree(node) == 0:
+            raise TopologyError(
+                f"node {node} has no out-edges: a second sink (only {sink}, the last round's node, may end a path)"
+            )
+    reaching = nx.ancestors(graph, sink)
+    for node in sorted(graph.nodes):
+        if node != sink and node not in reaching:
             raise TopologyError(f"node {node} cannot reach the sink {sink}")
 
 

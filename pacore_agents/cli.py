@@ -199,10 +199,10 @@ class _Quiet:
 def topologies_command() -> None:
     """List the built-in topologies, one line each."""
     specs = builtin_topologies()
-    pad = max(map(len, specs))
+    widths = {name: str(load_topology(name).widths).replace(" ", "") for name in specs}
+    pad, wpad = max(map(len, specs)), max(map(len, widths.values()))
     for name, spec in specs.items():
-        widths = ",".join(map(str, load_topology(name).widths))
-        typer.echo(f"{name:<{pad}}  [{widths}]  {spec.description}")
+        typer.echo(f"{name:<{pad}}  {widths[name]:<{wpad}}  {spec.description}")
 
 
 def _mount_study() -> None:
