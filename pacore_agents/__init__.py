@@ -21,11 +21,21 @@ from ._roles import PromptContext, Role, RoleBook, builtin_roles, pacore_compact
 from ._run import RunResult, resolve_topology, run, run_sync
 from ._scheduler import PlannedRequest, RoundScheduler, RunObserver
 from ._specs import TopologySpec, build, builtin_topologies, load_topology, parse_spec
-from ._topology import Topology, all_to_all, from_edges, from_graph, hierarchical, ring, star, validate
+from ._topology import (
+    Topology,
+    all_to_all,
+    from_edges,
+    from_graph,
+    hierarchical,
+    ring,
+    star,
+    validate,
+)
 from ._trace import NodeRecord, RoundSummary, RunTrace, Truncation
 from ._wrappers import ConcurrencyLimitedEngine, RetryingEngine, RetryPolicy
 
 __all__ = [
+    "PACORE_SAMPLING",
     "AgentIndex",
     "ChatMessage",
     "Completion",
@@ -40,7 +50,6 @@ __all__ = [
     "NodeId",
     "NodeRecord",
     "OrderPolicy",
-    "PACORE_SAMPLING",
     "PacoreError",
     "PlannedRequest",
     "Problem",

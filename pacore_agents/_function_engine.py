@@ -54,7 +54,7 @@ class FunctionEngine(Engine):
             raise
         except Exception as exc:  # the handler is user code: map it at the boundary
             raise EngineError(f"function engine handler raised {type(exc).__name__}: {exc}") from exc
-        items = list(cast(HandlerResult, result))
+        items = list(result)
         if len(items) != request.n:
             raise EngineError(f"function engine handler returned {len(items)} samples, expected n={request.n}")
         prompt_tokens = sum(self.count_tokens(m.content) for m in request.messages)

@@ -1,6 +1,9 @@
-"""structlog set-up for the CLI, through the stdlib's handlers: human-readable warnings on
-stderr (info with ``verbose``), and optionally every event as JSON lines to a file
-(``--log-json``). The library itself only emits events; it never configures logging."""
+"""Logging: structlog loggers that route through the stdlib's ``logging``.
+
+The library only emits events (``get_logger``): silent unless the application configures
+logging, like any well-behaved library. ``configure_logging`` (used by the CLI) sends
+human-readable warnings to stderr (info with ``verbose``) and, optionally, every event as JSON
+lines to a file (``--log-json``)."""
 
 from __future__ import annotations
 
@@ -10,12 +13,22 @@ from pathlib import Path
 
 import structlog
 
-_SHARED = [
+_SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger for ``name`` that emits through ``logging.getLogger(name)``."""
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    return logger
 
 
 def _handler(handler: logging.Handler, renderer: structlog.typing.Processor, level: int) -> logging.Handler:

@@ -10,7 +10,7 @@ can read its variables but never touch Python objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -49,7 +49,12 @@ def boxed_compact(content: str) -> str:
     return text
 
 
-_COMPACTORS = {"pacore": pacore_compact, "full": lambda c: c, "boxed": boxed_compact}
+def full_compact(content: str) -> str:
+    """No compaction: the whole content, reasoning included."""
+    return content
+
+
+_COMPACTORS: dict[str, Callable[[str], str]] = {"pacore": pacore_compact, "full": full_compact, "boxed": boxed_compact}
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -57,9 +62,9 @@ _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescap
 @cache
 def pacore_synthesis_template() -> str:
     """The PaCoRe synthesis template, as pinned by the reference (shipped in the package)."""
-    return (resources.files("pacore_agents") / "templates" / "pacore_synthesis.jinja").read_text(
-        encoding="utf-8"
-    )
+    path = resources.files("pacore_agents") / "templates" / "pacore_synthesis.jinja"
+    text: str = path.read_text(encoding="utf-8")
+    return text
 
 
 def compile_template(source: str, *, what: str = "template") -> jinja2.Template:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from ._config import RunConfig
 from ._engine import Completion, Engine
 from ._errors import ConfigError, RunFailedError
 from ._ids import NodeId
+from ._logging import get_logger
 from ._messages import ChatMessage, Problem
 from ._roles import Role, RoleBook
 from ._scheduler import RoundScheduler, RunObserver
@@ -28,7 +28,7 @@ from ._topology import Topology
 from ._trace import RoundSummary, RunTrace
 from ._wrappers import ConcurrencyLimitedEngine, RetryingEngine
 
-log = structlog.get_logger("pacore_agents.run")
+log = get_logger("pacore_agents.run")
 
 ProblemLike = str | Problem | Sequence[ChatMessage | dict[str, Any]]
 TopologyLike = Topology | str | Path

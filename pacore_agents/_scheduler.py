@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
-import structlog
 
 from ._config import RunConfig
 from ._engine import Completion, Engine, GenerationRequest, RequestMetadata, SamplingParams
 from ._errors import EngineError
 from ._ids import NodeId
+from ._logging import get_logger
 from ._messages import ChatMessage, Problem
 from ._references import Reference, derive_seed, fit_references, order_references
 from ._roles import PromptContext, Role, RoleBook, default_role
 from ._topology import Topology
 from ._trace import NodeRecord, RoundSummary
 
-log = structlog.get_logger("pacore_agents.scheduler")
+log = get_logger("pacore_agents.scheduler")
 
 #: tokens added per chat message by a chat template, and per reference by the synthesis template
 _MESSAGE_OVERHEAD = 8

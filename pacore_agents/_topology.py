@@ -214,7 +214,8 @@ def from_graph(
     """Unroll a static communication graph: edge ``u -> v`` of ``comm`` becomes, for each round
     r < ``rounds``, an edge from (r, u) to (r+1, v); then a sink round hears all of the last round.
     Agents are ``comm``'s nodes in sorted order (any sortable labels); ``roles`` maps a label to
-    the role it plays in every round but the sink's."""
+    the role it plays in rounds 2..``rounds`` (in round 1 nobody has heard anything yet, so
+    every agent explores)."""
     rounds = _check_width(rounds, "rounds")
     if not isinstance(comm, nx.DiGraph) or comm.number_of_nodes() == 0:
         raise TopologyError("from_graph needs a non-empty networkx DiGraph")
@@ -223,7 +224,7 @@ def from_graph(
     graph = nx.DiGraph()
     for r in range(1, rounds + 1):
         for label in labels:
-            attrs = {ROLE_ATTR: roles[label]} if roles and label in roles else {}
+            attrs = {ROLE_ATTR: roles[label]} if roles and label in roles and r > 1 else {}
             graph.add_node(NodeId.of(r, index[label]), **attrs)
     for r in range(1, rounds):
         graph.add_edges_from((NodeId.of(r, index[u]), NodeId.of(r + 1, index[v])) for u, v in comm.edges)

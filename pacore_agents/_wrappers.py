@@ -10,13 +10,13 @@ from __future__ import annotations
 import random
 
 import anyio
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._engine import Completion, Engine, EngineInfo, GenerationRequest
 from ._errors import EngineError
+from ._logging import get_logger
 
-log = structlog.get_logger("pacore_agents.engine")
+log = get_logger("pacore_agents.engine")
 
 
 class RetryPolicy(BaseModel):

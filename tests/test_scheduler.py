@@ -283,7 +283,7 @@ def test_unknown_role_fails_before_any_request() -> None:
 
     engine = FunctionEngine(jittery)
     topo = ring(3, 1).with_roles({NodeId.of(1, 0): "nobody"})
-    with pytest.raises(ConfigError, match="unknown role 'nobody' on node r1.a0"):
+    with pytest.raises(ConfigError, match=r"unknown role 'nobody' on node r1\.a0"):
         anyio.run(lambda: run("Q?", topo, engine))
     assert engine.requests == []
 

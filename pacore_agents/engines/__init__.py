@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._options import EngineKind, EngineOptions
 
 if TYPE_CHECKING:
-    from .._engine import Engine
+    from pacore_agents._engine import Engine
 
 __all__ = ["EngineKind", "EngineOptions", "create_engine"]
 
@@ -18,10 +18,10 @@ __all__ = ["EngineKind", "EngineOptions", "create_engine"]
 def create_engine(options: EngineOptions) -> Engine:
     """Build the engine ``options`` describes (not started; use it as an async context manager
     or call ``aclose`` when done)."""
-    from .._errors import ConfigError
+    from pacore_agents._errors import ConfigError
 
     if options.kind == "function":
-        from .._function_engine import FunctionEngine
+        from pacore_agents._function_engine import FunctionEngine
 
         if not options.function:
             raise ConfigError("the function engine needs MODULE:CALLABLE (--engine function:MODULE:CALLABLE)")
