@@ -10,6 +10,7 @@ names are dotted paths into the row (``ground_truth.answer``).
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -19,9 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .._errors import ConfigError
-from .._ids import ProblemId
-from .._messages import ChatMessage, Problem
+from pacore_agents._errors import ConfigError
+from pacore_agents._ids import ProblemId
+from pacore_agents._messages import ChatMessage, Problem
 
 BOXED_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
@@ -97,7 +98,7 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
         raise ConfigError(f"dataset file {path} does not exist: fix dataset.path")
     if fmt == "parquet" or (fmt == "auto" and path.suffix == ".parquet"):
         try:
-            import pyarrow.parquet as pq
+            pq: Any = importlib.import_module("pyarrow.parquet")
         except ImportError as exc:
             raise ConfigError(f"reading {path} needs pyarrow: pip install pyarrow") from exc
         try:
@@ -138,7 +139,7 @@ def load_problems(spec: DatasetSpec, *, base_dir: Path | None = None) -> list[Pr
         data = resources.files("pacore_agents.studies") / "data" / file
         text = gzip.decompress(data.read_bytes()).decode("utf-8")
         rows = list(_iter_jsonl(Path(file), text))
-        source = spec.name
+        source: str = spec.name
         problem_field, answer_field = spec.problem_field or pf, spec.answer_field or af
         id_field: str | None = spec.id_field or idf
         template = spec.prompt_template or BOXED_PROMPT
@@ -190,7 +191,7 @@ def _select(problems: list[Problem], spec: DatasetSpec, source: str) -> list[Pro
     if dups:
         raise ConfigError(f"{source}: duplicate problem ids {dups[:10]}: name a unique dataset.id_field")
     if spec.ids is not None:
-        by_id = {p.id: p for p in problems}
+        by_id: dict[str, Problem] = {str(p.id): p for p in problems}
         unknown = [i for i in spec.ids if i not in by_id]
         if unknown:
             raise ConfigError(f"{source}: dataset.ids names unknown problems {unknown[:10]}")

@@ -11,20 +11,21 @@ replaced. Either way the check is recorded with status ``"timeout"``, never as w
 from __future__ import annotations
 
 import concurrent.futures as cf
-from concurrent.futures.process import BrokenProcessPool
 import logging
 import multiprocessing
 import re
 import signal
 import threading
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
 from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel
 
-from .._errors import PacoreError
+from pacore_agents._errors import PacoreError
+
 from ._datasets import gsm8k_gold
 
 GradeStatus = Literal["correct", "wrong", "timeout", "error"]
@@ -110,11 +111,11 @@ def math_verify_check(gold: str, prediction: str) -> bool:
     """math-verify's verdict (gold first: the comparison is not symmetric). No own timeouts."""
     from math_verify import parse, verify
 
-    gold_parsed = parse(gold, parsing_timeout=None, raise_on_error=True)  # type: ignore[arg-type]
+    gold_parsed = parse(gold, parsing_timeout=None, raise_on_error=True)
     if not gold_parsed:
         raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
     try:
-        pred_parsed = parse(prediction, parsing_timeout=None, raise_on_error=True)  # type: ignore[arg-type]
+        pred_parsed = parse(prediction, parsing_timeout=None, raise_on_error=True)
     except Exception:  # an unparsable prediction is a wrong one
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=False))
@@ -129,6 +130,9 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 
 
 def _worker_init() -> None:
+    """Import math-verify (and sympy) up front: the import must not eat a check's budget."""
+    import math_verify  # noqa: F401
+
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings
     signal.signal(signal.SIGALRM, _on_alarm)
 

@@ -1,0 +1,120 @@
+"""PNG plots of a study (matplotlib, Agg backend; never opens a window).
+
+- ``accuracy_vs_ttc.png``: accuracy (with its Wilson 95% interval) against mean effective TTC,
+  log x axis, one marker per arm row (circles: topology arms; hollow squares: self-consistency,
+  which sits at the TTC of the arm it matches; triangles: single).
+- ``rounds.png``: per-round message accuracy and consensus, one line per arm row.
+- ``topology_<arm>.png``: each topology arm's unrolled graph, laid out by round (x = round,
+  y = agent, centred), nodes coloured by role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._metrics import ArmMetrics
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_ttc(metrics: Sequence[ArmMetrics], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"topology": ("o", 7, "full"), "self-consistency": ("s", 11, "none"), "single": ("^", 8, "full")}
+    for i, m in enumerate(metrics):
+        if m.accuracy is None:
+            continue
+        lo, hi = m.ci_low or 0.0, m.ci_high or 0.0
+        marker, size, fill = styles.get(m.kind, ("D", 7, "full"))
+        ax.errorbar([max(m.mean_ttc, 1.0)], [m.accuracy],
+                    yerr=[[max(0.0, m.accuracy - lo)], [max(0.0, hi - m.accuracy)]],
+                    fmt=marker, markersize=size, fillstyle=fill, markeredgewidth=1.6, capsize=4,
+                    color=f"C{i % 10}", label=m.label)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean effective TTC per sample (tokens, log scale)")
+    ax.set_ylabel("accuracy (95% Wilson interval)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Accuracy vs effective test-time compute")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_rounds(metrics: Sequence[ArmMetrics], path: Path) -> Path:
+    plt = _pyplot()
+    fig, (acc_ax, con_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for m in metrics:
+        rounds = [r.round for r in m.rounds]
+        acc_ax.plot(rounds, [r.accuracy if r.accuracy is not None else float("nan") for r in m.rounds],
+                    marker="o", label=m.label)
+        con_ax.plot(rounds, [r.consensus for r in m.rounds], marker="o", label=m.label)
+    for ax, title in ((acc_ax, "accuracy of the messages per round"), (con_ax, "consensus per round")):
+        ax.set_xlabel("round")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    acc_ax.set_ylabel("share")
+    con_ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_topology(name: str, node_link: Mapping[str, Any], path: Path) -> Path:
+    """Draw an unrolled topology from its node-link data (node ids like ``r2.a0``)."""
+    import networkx as nx
+
+    plt = _pyplot()
+    graph = nx.node_link_graph(dict(node_link), edges="edges")
+    rounds: dict[int, list[str]] = {}
+    for node in graph.nodes:
+        rounds.setdefault(int(str(node)[1:].split(".a")[0]), []).append(str(node))
+    pos = {}
+    for r, nodes in rounds.items():
+        nodes.sort(key=lambda n: int(n.split(".a")[1]))
+        for i, n in enumerate(nodes):
+            pos[n] = (r, (len(nodes) - 1) / 2 - i)
+    last = max(rounds)
+
+    def role(node: str) -> str:
+        r = int(node[1:].split(".a")[0])
+        default = "sink" if r == last else ("explorer" if r == 1 else "synthesizer")
+        return str(graph.nodes[node].get("role") or default)
+
+    roles = [role(str(n)) for n in graph.nodes]
+    palette = {name: f"C{i}" for i, name in enumerate(sorted(set(roles)))}
+    width = max(len(n) for n in rounds.values())
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(rounds), 1.5 + 0.45 * width))
+    nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.35, arrows=True, arrowsize=8,
+                           node_size=260)
+    nx.draw_networkx_nodes(graph, pos, ax=ax, node_size=260,
+                           node_color=[palette[r] for r in roles])
+    if width <= 16:
+        nx.draw_networkx_labels(graph, pos, ax=ax, labels={n: n.split(".")[1] for n in graph.nodes},
+                                font_size=6)
+    ax.set_xticks(sorted(rounds))
+    ax.set_xticklabels([f"round {r}" for r in sorted(rounds)])
+    ax.tick_params(left=False, labelleft=False, bottom=True, labelbottom=True)
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=r) for r, c in palette.items()]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(f"{name}: widths {[len(rounds[r]) for r in sorted(rounds)]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

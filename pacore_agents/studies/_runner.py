@@ -1,0 +1,291 @@
+"""Running a study: every arm on every problem, ``samples`` times, resumably.
+
+Contract:
+- One engine for all arms (``create_engine(spec.engine)`` unless one is passed), wrapped once
+  in ``ConcurrencyLimitedEngine`` (``max_in_flight``) and ``RetryingEngine`` (``retry``).
+- Problems run concurrently in a task group, at most ``concurrency`` at a time; all pending
+  (arm, sample) units of a problem run concurrently. Cancelling the caller cancels everything.
+- A unit is skipped if its key is in the store; otherwise it runs, its nodes are graded, and
+  its row is written in one transaction. Units that fail (``RunFailedError``/``EngineError``
+  after retries) are NOT stored: they are reported and retried by the next run.
+- Phase 1 runs topology arms and ``single``; phase 2 (self-consistency) starts only when phase 1
+  is complete, because its vote sizes are computed from phase 1 (see ``_baselines``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import structlog
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from pacore_agents._engine import Completion, Engine, EngineInfo, GenerationRequest
+from pacore_agents._errors import EngineError, RunFailedError
+from pacore_agents._ids import NodeId
+from pacore_agents._messages import Problem
+from pacore_agents._references import derive_seed
+from pacore_agents._run import run
+from pacore_agents._trace import NodeRecord
+from pacore_agents._wrappers import ConcurrencyLimitedEngine, RetryingEngine
+from pacore_agents.engines import create_engine
+
+from ._baselines import (
+    TrajectoryPool,
+    budget_matched_sizes,
+    generate_trajectories,
+    majority_vote,
+    pool_compatible,
+    trajectory_records,
+)
+from ._datasets import load_problems
+from ._grading import Grader
+from ._spec import ArmSpec, StudySpec
+from ._store import NodeOutcome, NodeStatus, ResultStore, SampleOutcome
+
+log = structlog.get_logger("pacore_agents.studies")
+
+#: A trajectory "cross-checks" if its content or reasoning mentions a reference by number
+#: ("Reference 3", "ref 2", "ref. #1", "references 1") or says 参考.
+CROSS_REF_RE = re.compile(r"\b(?:references?|refs?)\b\.?\s*(?:#|no\.?)?\s*\d+|参考", re.IGNORECASE)
+
+
+def mentions_references(rec: NodeRecord) -> bool:
+    return bool(CROSS_REF_RE.search(rec.content or "") or CROSS_REF_RE.search(rec.reasoning or ""))
+
+
+class _TaggedEngine(Engine):
+    """Tags requests with the unit (problem|arm|sample) for endpoint affinity and logs; the
+    shared engine is closed by the study, not by a run."""
+
+    def __init__(self, inner: Engine, tag: str) -> None:
+        self.inner, self.tag = inner, tag
+
+    @property
+    def info(self) -> EngineInfo:
+        return self.inner.info
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def truncate_tokens(self, text: str, max_tokens: int) -> str:
+        return self.inner.truncate_tokens(text, max_tokens)
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        meta = request.metadata.model_copy(update={"problem_id": self.tag})
+        return await self.inner.generate(request.model_copy(update={"metadata": meta}))
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class StudyRunSummary:
+    """What one ``run_study`` call did."""
+
+    total: int
+    already_done: int
+    ran: int = 0
+    failed: list[str] = field(default_factory=list)
+    sc_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped_phase2: bool = False
+    elapsed: float = 0.0
+
+
+class StudyRunner:
+    def __init__(self, spec: StudySpec, store: ResultStore, engine: Engine, grader: Grader,
+                 problems: Sequence[Problem], progress: Progress | None = None) -> None:
+        self.spec, self.store, self.engine, self.grader = spec, store, engine, grader
+        self.problems = list(problems)
+        self.progress = progress
+        seed = spec.seed if spec.seeded else None
+        self.pool = TrajectoryPool(store, engine, spec.sampling, seed) if spec.trajectory_pool else None
+        self.topologies = {a.name: a.build_topology() for a in spec.arms if a.baseline is None}
+        self.sc_sizes: dict[str, dict[str, int]] = {}
+        self._task: object | None = None
+
+    # --- grading ---
+    async def _grade_nodes(self, problem: Problem, records: Sequence[NodeRecord]) -> list[NodeOutcome]:
+        out: list[NodeOutcome | None] = [None] * len(records)
+
+        async def one(i: int, rec: NodeRecord) -> None:
+            status: NodeStatus = "failed"
+            answer = None
+            if rec.error is None and rec.content is not None:
+                grade = await self.grader.grade(problem.answer, rec.message)
+                status, answer = grade.status, grade.answer
+            out[i] = NodeOutcome(id=rec.id, round=rec.round, agent=rec.agent, inputs=list(rec.inputs),
+                                 tokens=rec.usage.completion_tokens, status=status, answer=answer,
+                                 cross_refs=bool(rec.inputs) and mentions_references(rec))
+
+        async with anyio.create_task_group() as tg:
+            for i, rec in enumerate(records):
+                tg.start_soon(one, i, rec)
+        return [o for o in out if o is not None]
+
+    # --- units ---
+    async def _trajectories(self, arm: ArmSpec, problem: Problem, sample: int, n: int) -> tuple[list[Completion], bool]:
+        if self.pool is not None and arm.sampling is None:
+            return await self.pool.get(problem, sample, n), True
+        sampling = self.spec.sampling.merged(arm.sampling)
+        comps = await generate_trajectories(
+            self.engine, problem, sampling, n=n, first=0,
+            seed=derive_seed(self.spec.seed, arm.name, problem.id, sample) if self.spec.seeded else None,
+            tag=f"{problem.id}|{arm.name}|s{sample}")
+        return comps, False
+
+    async def _baseline(self, arm: ArmSpec, problem: Problem, sample: int) -> tuple[SampleOutcome, str]:
+        n = 1 if arm.baseline == "single" else max(self.sc_sizes[arm.name].values())
+        comps, pooled = await self._trajectories(arm, problem, sample, n)
+        records = trajectory_records(problem, comps, arm.compaction or "pacore", pooled=pooled)
+        nodes = await self._grade_nodes(problem, records)
+        if arm.baseline == "single":
+            status, answer = nodes[0].status, nodes[0].answer
+        else:
+            answer, rep, _ = majority_vote([nd.answer for nd in nodes])
+            status = nodes[rep].status if rep is not None else "wrong"
+        assert arm.baseline is not None
+        outcome = SampleOutcome(arm=arm.name, problem_id=problem.id, sample=sample, kind=arm.baseline,
+                                status=status, answer=answer, effective_ttc=sum(nd.tokens for nd in nodes),
+                                nodes=nodes)
+        trace = {"kind": arm.baseline, "problem_id": problem.id, "problem": [m.model_dump() for m in problem.messages],
+                 "sizes": self.sc_sizes.get(arm.name), "nodes": [r.model_dump(mode="json") for r in records]}
+        return outcome, json.dumps(trace, ensure_ascii=False)
+
+    async def _topology(self, arm: ArmSpec, problem: Problem, sample: int) -> tuple[SampleOutcome, str]:
+        topology = self.topologies[arm.name]
+        precomputed: dict[NodeId, Completion] | None = None
+        if self.pool is not None and pool_compatible(arm, topology):
+            first = topology.nodes(1)
+            comps = await self.pool.get(problem, sample, len(first))
+            precomputed = dict(zip(first, comps, strict=True))
+        result = await run(problem, topology, _TaggedEngine(self.engine, f"{problem.id}|{arm.name}|s{sample}"),
+                           config=self.spec.run_config(arm, sample), roles=arm.build_roles(topology),
+                           precomputed=precomputed)
+        trace = result.trace
+        nodes = await self._grade_nodes(problem, trace.nodes)
+        sink = next(nd for nd in nodes if nd.id == trace.sink)
+        outcome = SampleOutcome(arm=arm.name, problem_id=problem.id, sample=sample, kind="topology",
+                                status=sink.status, answer=sink.answer, effective_ttc=trace.effective_ttc,
+                                sink=trace.sink, nodes=nodes, degraded=trace.degraded,
+                                elapsed=trace.ended_at - trace.started_at)
+        return outcome, trace.model_dump_json()
+
+    async def _unit(self, arm: ArmSpec, problem: Problem, sample: int, summary: StudyRunSummary) -> None:
+        key = f"{arm.name}/{problem.id}/s{sample}"
+        try:
+            if arm.baseline is None:
+                outcome, trace_json = await self._topology(arm, problem, sample)
+            else:
+                outcome, trace_json = await self._baseline(arm, problem, sample)
+        except (RunFailedError, EngineError) as exc:
+            log.warning("sample failed", unit=key, error=str(exc))
+            summary.failed.append(f"{key}: {exc}")
+        else:
+            await self.store.call(self.store.put, outcome, trace_json)
+            summary.ran += 1
+        if self.progress is not None and self._task is not None:
+            self.progress.advance(self._task)  # type: ignore[arg-type]
+
+    # --- phases ---
+    async def _phase(self, arms: Sequence[ArmSpec], done: set[tuple[str, str, int]], summary: StudyRunSummary) -> None:
+        limiter = anyio.CapacityLimiter(self.spec.concurrency)
+
+        async def problem_task(problem: Problem) -> None:
+            async with limiter, anyio.create_task_group() as tg:
+                for sample in range(self.spec.samples):
+                    for arm in arms:
+                        if (arm.name, problem.id, sample) not in done:
+                            tg.start_soon(self._unit, arm, problem, sample, summary)
+
+        async with anyio.create_task_group() as tg:
+            for problem in self.problems:
+                tg.start_soon(problem_task, problem)
+
+    def _compute_sc_sizes(self, arm: ArmSpec) -> dict[str, int]:
+        if arm.n is not None:
+            return {f"n={k}": k for k in sorted(set(arm.n))}
+        outcomes = self.store.outcomes()
+        traj = [nd.tokens for o in outcomes if o.kind in ("topology", "single") for nd in o.nodes if nd.round == 1]
+        targets = arm.match or list(self.topologies)
+        mean_ttc = {}
+        for t in targets:
+            ttcs = [o.effective_ttc for o in outcomes if o.arm == t]
+            mean_ttc[t] = sum(ttcs) / max(len(ttcs), 1)
+        return budget_matched_sizes(mean_ttc, sum(traj) / max(len(traj), 1))
+
+    async def run(self, summary: StudyRunSummary) -> None:
+        done = await self.store.call(self.store.done_keys)
+        if self.progress is not None:
+            self._task = self.progress.add_task("samples", total=summary.total, completed=summary.already_done)
+        phase1 = [a for a in self.spec.arms if a.baseline != "self-consistency"]
+        phase2 = [a for a in self.spec.arms if a.baseline == "self-consistency"]
+        if self.pool is not None:
+            self.pool.batch = self.pool.batch_for(phase1, self.topologies)
+        await self._phase(phase1, done, summary)
+        if not phase2:
+            return
+        if summary.failed:
+            summary.skipped_phase2 = True
+            return
+        for arm in phase2:
+            proposed = json.dumps(await anyio.to_thread.run_sync(self._compute_sc_sizes, arm))
+            saved = await self.store.call(self.store.set_meta_once, f"sc_sizes:{arm.name}", proposed)
+            self.sc_sizes[arm.name] = json.loads(saved)
+        summary.sc_sizes = dict(self.sc_sizes)
+        if self.pool is not None:
+            self.pool.batch = max((max(s.values()) for a, s in self.sc_sizes.items()
+                                   if next(x for x in phase2 if x.name == a).sampling is None), default=1)
+        await self._phase(phase2, done, summary)
+
+
+async def run_study(spec: StudySpec, out_dir: str | Path, *, spec_text: str | None = None,
+                    engine: Engine | None = None, progress: bool = False,
+                    console: Console | None = None,
+                    grader_factory: Callable[[], Grader] | None = None) -> StudyRunSummary:
+    """Run (or resume) ``spec`` into ``out_dir``. ``engine``: use this engine (not closed here)
+    instead of creating one from ``spec.engine``."""
+    started = time.monotonic()
+    problems = load_problems(spec.dataset)
+    store = ResultStore.open(out_dir, spec, spec_text)
+    try:
+        done = store.done_keys()
+        keys = {(a.name, p.id, s) for a in spec.arms for p in problems for s in range(spec.samples)}
+        summary = StudyRunSummary(total=len(keys), already_done=len(keys & done))
+        own = create_engine(spec.engine) if engine is None else None
+        base = engine or own
+        assert base is not None
+        try:
+            if own is not None:
+                await own.__aenter__()
+            shared = RetryingEngine(ConcurrencyLimitedEngine(base, spec.max_in_flight), spec.retry, seed=spec.seed)
+            grader = grader_factory() if grader_factory else Grader(workers=spec.grading.workers,
+                                                                    timeout=spec.grading.timeout)
+            columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+            async with grader:
+                with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+                    runner = StudyRunner(spec, store, shared, grader, problems, bar if progress else None)
+                    await runner.run(summary)
+        finally:
+            if own is not None:
+                with anyio.CancelScope(shield=True):
+                    await own.aclose()
+    finally:
+        store.close()
+    summary.elapsed = time.monotonic() - started
+    return summary

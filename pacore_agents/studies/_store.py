@@ -1,0 +1,202 @@
+"""The crash-safe, resumable results store of a study: SQLite (stdlib) in WAL mode.
+
+Contract:
+- One ``results`` row per (arm, problem, sample), UNIQUE; a row is written in ONE transaction
+  when its sample has finished and been graded (graded summary + the full trace JSON), so a
+  kill (even ``kill -9``) loses at most the samples in flight, never a stored one.
+- ``pool`` holds shared round-1 trajectories, one row per (problem, sample, index).
+- The out dir keeps ``study.toml`` (the spec as given) and the spec's fingerprint; opening it
+  with a different spec raises ``ConfigError`` naming the differing keys (data is never
+  overwritten).
+- Every call from async code goes through ``anyio.to_thread`` (one thread at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+from pydantic import BaseModel, Field
+
+from pacore_agents._engine import Completion
+from pacore_agents._errors import ConfigError
+
+from ._spec import StudySpec
+
+T = TypeVar("T")
+SampleKind = Literal["topology", "single", "self-consistency"]
+NodeStatus = Literal["correct", "wrong", "timeout", "error", "failed"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    arm TEXT NOT NULL, problem_id TEXT NOT NULL, sample INTEGER NOT NULL,
+    outcome_json TEXT NOT NULL, trace_json TEXT NOT NULL, created_at REAL NOT NULL,
+    UNIQUE (arm, problem_id, sample));
+CREATE TABLE IF NOT EXISTS pool (
+    problem_id TEXT NOT NULL, sample INTEGER NOT NULL, idx INTEGER NOT NULL,
+    completion_json TEXT NOT NULL, UNIQUE (problem_id, sample, idx));
+"""
+
+
+class NodeOutcome(BaseModel):
+    """One node (trajectory) of a sample, graded: what the metrics need."""
+
+    id: str
+    round: int
+    agent: int
+    inputs: list[str] = Field(default_factory=list)
+    tokens: int = 0
+    status: NodeStatus
+    answer: str | None = None
+    cross_refs: bool = False
+
+
+class SampleOutcome(BaseModel):
+    """One finished (arm, problem, sample), graded. For a self-consistency arm ``nodes`` are
+    its independent trajectories and ``status``/``answer`` the vote over all of them."""
+
+    arm: str
+    problem_id: str
+    sample: int
+    kind: SampleKind
+    status: NodeStatus
+    answer: str | None = None
+    effective_ttc: int
+    sink: str | None = None
+    nodes: list[NodeOutcome]
+    degraded: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.arm, self.problem_id, self.sample)
+
+
+def _diff(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [] if old == new else [path or "(spec)"]
+
+
+class ResultStore:
+    """The SQLite store of one out dir. Open with ``ResultStore.open``; close when done."""
+
+    DB_NAME = "results.sqlite"
+
+    def __init__(self, out_dir: Path, conn: sqlite3.Connection) -> None:
+        self.out_dir = out_dir
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    def open(cls, out_dir: str | Path, spec: StudySpec | None = None, spec_text: str | None = None) -> ResultStore:
+        """Open (or create) the store in ``out_dir``. With ``spec``: check it matches the saved
+        one (first open saves it). Without: the dir must already hold a study (for reports)."""
+        out = Path(out_dir)
+        db = out / cls.DB_NAME
+        if spec is None and not db.exists():
+            raise ConfigError(f"{out} holds no study results ({cls.DB_NAME} is missing): run `pacore study run` first")
+        out.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(_SCHEMA)
+        store = cls(out, conn)
+        if spec is not None:
+            store._check_spec(spec, spec_text)
+        return store
+
+    def _check_spec(self, spec: StudySpec, spec_text: str | None) -> None:
+        fingerprint = spec.fingerprint()
+        saved = self.get_meta("fingerprint")
+        if saved is None:
+            with self._lock, self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+                self._conn.execute("COMMIT")
+            saved = self.get_meta("fingerprint")
+            if spec_text is not None and not (self.out_dir / "study.toml").exists():
+                (self.out_dir / "study.toml").write_text(spec_text, encoding="utf-8")
+        if saved != fingerprint:
+            keys = _diff(json.loads(saved or "{}"), json.loads(fingerprint))
+            self.close()
+            raise ConfigError(
+                f"{self.out_dir} holds a study with a different spec (differs in: {', '.join(keys[:8])}); "
+                f"use a new --out dir, or rerun with the saved spec {self.out_dir / 'study.toml'}")
+
+    # --- sync API (reports, tests) ---
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta_once(self, key: str, value: str) -> str:
+        """Store ``value`` under ``key`` unless a value is there; return the stored value."""
+        with self._lock:
+            self._conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0])
+
+    def done_keys(self) -> set[tuple[str, str, int]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT arm, problem_id, sample FROM results").fetchall()
+        return {(str(a), str(p), int(s)) for a, p, s in rows}
+
+    def outcomes(self) -> list[SampleOutcome]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT outcome_json FROM results ORDER BY arm, problem_id, sample").fetchall()
+        return [SampleOutcome.model_validate_json(r[0]) for r in rows]
+
+    def trace_json(self, arm: str, problem_id: str, sample: int) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT trace_json FROM results WHERE arm = ? AND problem_id = ? AND sample = ?",
+                (arm, problem_id, sample)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put(self, outcome: SampleOutcome, trace_json: str) -> bool:
+        """Write one finished sample in one transaction; False if its key was already stored."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                (outcome.arm, outcome.problem_id, outcome.sample, outcome.model_dump_json(),
+                 trace_json, time.time()))
+            return cur.rowcount == 1
+
+    def pool_get(self, problem_id: str, sample: int) -> dict[int, Completion]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT idx, completion_json FROM pool WHERE problem_id = ? AND sample = ?",
+                (problem_id, sample)).fetchall()
+        return {int(i): Completion.model_validate_json(c) for i, c in rows}
+
+    def pool_put(self, problem_id: str, sample: int, items: dict[int, Completion]) -> None:
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO pool VALUES (?, ?, ?, ?)",
+                [(problem_id, sample, i, c.model_dump_json()) for i, c in sorted(items.items())])
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- async API (the runner): never blocks the event loop ---
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a sync method in a worker thread (one at a time)."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)

@@ -1,0 +1,104 @@
+"""Grading: math-verify in a process pool with per-check timeouts; answer extraction."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import anyio
+import pytest
+
+from pacore_agents.studies import Grader, extract_answer, gold_latex, normalize_answer
+
+
+def sleepy_check(gold: str, prediction: str) -> bool:
+    """Runs in a worker process: longer than any budget in these tests."""
+    time.sleep(60)
+    return True
+
+
+def deaf_check(gold: str, prediction: str) -> bool:
+    """Ignores the worker's alarm (blocks SIGALRM): only the parent's kill can stop it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(60)
+    return True
+
+
+def test_extract_answer() -> None:
+    assert extract_answer("so \\boxed{1} and finally \\boxed{\\frac{1}{2}}.") == "\\frac{1}{2}"
+    assert extract_answer("\\boxed{\\text{(C)}}") == "\\text{(C)}"
+    assert extract_answer("nested \\boxed{\\sqrt{x^{2}}} ok") == "\\sqrt{x^{2}}"
+    assert extract_answer("work...\n#### 1,234") == "1234"
+    assert extract_answer("I got 12 then 13.0") == "13"
+    assert extract_answer("\\boxed{ 18. }") == "18"
+    assert extract_answer("no digits here") is None
+    assert extract_answer(None) is None
+    assert normalize_answer("$\\left( 3, \\dfrac{\\pi}{2} \\right)$") == "(3,\\frac{\\pi}{2})"
+
+
+def test_gold_latex() -> None:
+    assert gold_latex("#### 42") == "\\boxed{42}"
+    assert gold_latex("6*7 = 42\n#### 42") == "\\boxed{42}"
+    assert gold_latex("\\frac{1}{2}") == "\\boxed{\\frac{1}{2}}"
+    assert gold_latex("$x=2$") == "$x=2$"
+
+
+def test_math_verify_grades() -> None:
+    async def main() -> list[str]:
+        async with Grader(workers=1, timeout=10) as grader:
+            cases = [
+                ("#### 42", "Adding up, the total is \\boxed{42}."),  # GSM8K-style gold
+                ("42", "The answer: 42"),
+                ("42", "\\boxed{41}"),
+                ("\\left( 3, \\frac{\\pi}{2} \\right)", "so \\boxed{(3, \\frac{\\pi}{2})}"),
+                ("\\frac{1}{2}", "\\boxed{0.5}"),
+                ("42", ""),
+            ]
+            return [(await grader.grade(g, t)).status for g, t in cases]
+
+    assert anyio.run(main) == ["correct", "correct", "wrong", "correct", "correct", "wrong"]
+
+
+def test_no_gold_is_an_error_not_wrong() -> None:
+    async def main() -> str:
+        async with Grader() as grader:
+            return (await grader.grade(None, "\\boxed{1}")).status
+
+    assert anyio.run(main) == "error"
+
+
+def test_timeout_is_recorded_as_timeout() -> None:
+    async def main() -> tuple[str, str | None, float]:
+        async with Grader(workers=1, timeout=1, grace=20, check=sleepy_check) as grader:
+            start = time.monotonic()
+            grade = await grader.grade("42", "\\boxed{42}")
+            return grade.status, grade.answer, time.monotonic() - start
+
+    status, answer, elapsed = anyio.run(main)
+    assert status == "timeout"
+    assert answer == "42"  # the extracted answer is kept for votes
+    assert elapsed < 15  # the worker's alarm fired, not the parent's 21 s guard
+
+
+def test_hung_worker_is_killed_and_pool_recovers() -> None:
+    async def main() -> tuple[str, str | None, str]:
+        async with Grader(workers=1, timeout=1, grace=2, check=deaf_check) as grader:
+            hung = await grader.grade("42", "\\boxed{42}")
+            grader.check = sleepy_check  # a fresh pool still enforces budgets
+            after = await grader.grade("42", "\\boxed{43}")
+            return hung.status, hung.detail, after.status
+
+    status, detail, after = anyio.run(main)
+    assert status == "timeout" and detail is not None and "killed" in detail
+    assert after == "timeout"
+
+
+@pytest.mark.parametrize("text", ["\\boxed{7}", "7"])
+def test_cache_returns_same_verdict(text: str) -> None:
+    async def main() -> tuple[str, str]:
+        async with Grader() as grader:
+            a = await grader.grade("7", text)
+            b = await grader.grade("7", text)
+            return a.status, b.status
+
+    assert anyio.run(main) == ("correct", "correct")
