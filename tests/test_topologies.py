@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -177,3 +180,17 @@ def test_specs_ship_in_the_wheel(tmp_path: Path) -> None:
     for spec in (repo / "topologies").glob("*.toml"):
         assert f"pacore_agents/topologies/{spec.name}" in names
     assert "pacore_agents/templates/pacore_synthesis.jinja" in names
+    # installed from the wheel, outside the checkout: built-in topologies still load and run
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True, timeout=300)
+    (tmp_path / "echo_engine.py").write_text("def handler(req):\n    return ['ok'] * req.n\n")
+    env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{tmp_path}"}
+    probe = subprocess.run([sys.executable, "-c", "import pacore_agents; print(pacore_agents.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    assert probe.stdout.startswith(str(target))
+    proc = subprocess.run([sys.executable, "-m", "pacore_agents", "run", "Q?", "--topology", "ring",
+                           "--engine", "function:echo_engine:handler", "-q"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
