@@ -32,7 +32,7 @@ from ._topology import (
     validate,
 )
 from ._trace import NodeRecord, RoundSummary, RunTrace, Truncation
-from ._wrappers import ConcurrencyLimitedEngine, RetryingEngine, RetryPolicy
+from ._wrappers import ConcurrencyLimitedEngine, EngineWrapper, RetryingEngine, RetryPolicy
 
 __all__ = [
     "PACORE_SAMPLING",
@@ -44,6 +44,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineInfo",
+    "EngineWrapper",
     "FailurePolicy",
     "FunctionEngine",
     "GenerationRequest",

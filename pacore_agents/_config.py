@@ -25,7 +25,8 @@ class RunConfig(BaseModel):
       ``continue`` records the failure, drops that message from the next round and marks the
       trace ``degraded`` (a failed sink always fails the run).
     - ``merge_identical``: nodes of one round with identical prompts and sampling are sent as one
-      request with ``n`` = their count (one prefill on the engine).
+      request with ``n`` = their count. It saves requests; on vLLM the prefill saving comes from
+      prefix caching, which concurrent separate requests get too (see BENCHMARKS.md).
     - ``max_in_flight`` / ``retry``: ``run`` wraps the engine in a cap and a retry policy; for a
       cap shared by concurrent runs, wrap the engine yourself and set ``max_in_flight=None``.
     - ``max_message_tokens``: cut each reference to this many tokens (keeping its end);

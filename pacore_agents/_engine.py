@@ -121,6 +121,12 @@ class Engine(ABC):
             return text
         return text[-max_tokens * 3 :]
 
+    async def start(self) -> None:
+        """Make the engine ready (load the model, discover the server). Idempotent; ``run``
+        awaits it before planning, so ``info.max_context`` and ``count_tokens`` are exact from
+        round 1. Engines that need no start keep this no-op."""
+        return None
+
     async def aclose(self) -> None:
         """Release resources (engine processes, HTTP pools). Idempotent."""
         return None

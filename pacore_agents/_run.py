@@ -109,8 +109,8 @@ async def run(
     prob = Problem.coerce(problem)
     topo = resolve_topology(topology)
     book = RoleBook({**topo.roles, **_as_mapping(roles)})
-    sched = RoundScheduler(prob, topo, _wrap(engine, config), config, book,
-                           precomputed=precomputed, observer=observer)
+    wrapped = _wrap(engine, config)
+    sched = RoundScheduler(prob, topo, wrapped, config, book, precomputed=precomputed, observer=observer)
     for node in topo.nodes():  # unknown roles fail before any request is sent
         sched.role_of(node)
     started = time.time()
@@ -119,6 +119,7 @@ async def run(
     log.info("run started", problem=prob.id, topology=topo.name, widths=topo.widths)
     try:
         with anyio.fail_after(config.timeout):
+            await wrapped.start()
             for round_ in range(1, topo.num_rounds + 1):
                 plans = sched.plan(round_)
                 if observer is not None:

@@ -35,7 +35,9 @@ class RetryPolicy(BaseModel):
         return rng.uniform(0, cap)
 
 
-class _Delegating(Engine):
+class EngineWrapper(Engine):
+    """Base of engines that wrap another: everything but ``generate`` is delegated."""
+
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
 
@@ -49,11 +51,14 @@ class _Delegating(Engine):
     def truncate_tokens(self, text: str, max_tokens: int) -> str:
         return self.inner.truncate_tokens(text, max_tokens)
 
+    async def start(self) -> None:
+        await self.inner.start()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
 
-class RetryingEngine(_Delegating):
+class RetryingEngine(EngineWrapper):
     """Retries retryable ``EngineError``s (and per-attempt timeouts) under a ``RetryPolicy``.
 
     Completions carry the number of attempts; the final error carries it too.
@@ -90,7 +95,7 @@ class RetryingEngine(_Delegating):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-class ConcurrencyLimitedEngine(_Delegating):
+class ConcurrencyLimitedEngine(EngineWrapper):
     """At most ``max_in_flight`` requests in flight through this wrapper, shared by all users."""
 
     def __init__(self, inner: Engine, max_in_flight: int = 64) -> None:

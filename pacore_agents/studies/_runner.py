@@ -34,14 +34,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pacore_agents._engine import Completion, Engine, EngineInfo, GenerationRequest
+from pacore_agents._engine import Completion, Engine, GenerationRequest
 from pacore_agents._errors import EngineError, RunFailedError
 from pacore_agents._ids import NodeId
 from pacore_agents._messages import Problem
 from pacore_agents._references import derive_seed
 from pacore_agents._run import run
 from pacore_agents._trace import NodeRecord
-from pacore_agents._wrappers import ConcurrencyLimitedEngine, RetryingEngine
+from pacore_agents._wrappers import ConcurrencyLimitedEngine, EngineWrapper, RetryingEngine
 from pacore_agents.engines import create_engine
 
 from ._baselines import (
@@ -68,22 +68,13 @@ def mentions_references(rec: NodeRecord) -> bool:
     return bool(CROSS_REF_RE.search(rec.content or "") or CROSS_REF_RE.search(rec.reasoning or ""))
 
 
-class _TaggedEngine(Engine):
+class _TaggedEngine(EngineWrapper):
     """Tags requests with the unit (problem|arm|sample) for endpoint affinity and logs; the
     shared engine is closed by the study, not by a run."""
 
     def __init__(self, inner: Engine, tag: str) -> None:
-        self.inner, self.tag = inner, tag
-
-    @property
-    def info(self) -> EngineInfo:
-        return self.inner.info
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def truncate_tokens(self, text: str, max_tokens: int) -> str:
-        return self.inner.truncate_tokens(text, max_tokens)
+        super().__init__(inner)
+        self.tag = tag
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         meta = request.metadata.model_copy(update={"problem_id": self.tag})

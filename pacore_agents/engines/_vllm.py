@@ -1,0 +1,393 @@
+"""``VLLMEngine``: generation with an in-process vLLM v1 ``AsyncLLM``.
+
+Contracts:
+- One ``AsyncLLM`` per ``VLLMEngine``, created lazily on the first ``generate`` (or an explicit
+  ``await engine.start()``) under a lock, so concurrent first calls create one engine. Share one
+  ``VLLMEngine`` between all agents and problems of a process. vLLM is imported, the model
+  resolved (the embedded default converted) and the engine built in a worker thread: the event
+  loop is never blocked. Needs the asyncio backend of anyio.
+- ``aclose`` shuts the engine down (engine-core processes included), also when called from a
+  cancelled scope; a start still running when ``aclose`` is called is shut down when it ends.
+- Prompts are the model's chat template applied by the engine's tokenizer
+  (``add_generation_prompt=True``), sent as token ids. ``max_tokens`` is clamped to the context
+  left after the prompt (``None`` means all of it); a clamp is recorded in
+  ``Completion.notes["max_tokens_clamped"]``. A prompt that leaves no room is a non-retryable
+  ``EngineError``.
+- ``Completion.content`` is the RAW generated text (PaCoRe orders references by raw length and
+  compacts the text after the last ``</think>`` itself); ``Completion.reasoning`` additionally
+  holds the text before the last ``</think>`` (without the tags) when there is one.
+- Cancelling the calling task aborts the vLLM request. vLLM errors become ``EngineError``;
+  a dead engine or an invalid request is not retryable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import sniffio
+
+from pacore_agents._engine import Completion, Engine, EngineInfo, GenerationRequest, Usage
+from pacore_agents._errors import ConfigError, EngineError, PacoreError
+from pacore_agents._logging import get_logger
+from pacore_agents._messages import ChatMessage
+
+from ._embedded import EMBEDDED_MODEL_NAME, resolve_model
+from ._options import EngineOptions
+
+__all__ = ["VLLMEngine", "split_reasoning"]
+
+log = get_logger("pacore_agents.engines.vllm")
+
+GiB = 1 << 30
+DEFAULT_CPU_KV_CACHE_GB = 1.0
+_THINK_END = "</think>"
+_THINK_START = re.compile(r"^\s*<think>")
+
+
+def split_reasoning(text: str) -> str | None:
+    """The text before the last ``</think>`` (a leading ``<think>`` removed, stripped), or
+    ``None`` if ``text`` has no ``</think>``."""
+    head, sep, _ = text.rpartition(_THINK_END)
+    if not sep:
+        return None
+    return _THINK_START.sub("", head, count=1).strip()
+
+
+class VLLMEngine(Engine):
+    """An ``Engine`` backed by one in-process vLLM ``AsyncLLM`` (CPU or GPU build)."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        kv_cache_space_gb: float | None = None,
+        gpu_memory_utilization: float | None = None,
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool | None = None,
+        enable_prefix_caching: bool = True,
+        engine_args: dict[str, Any] | None = None,
+    ) -> None:
+        """``model``: a local directory or hub id; ``None`` is the embedded default.
+        ``kv_cache_space_gb`` (default 1 GiB on CPU, ``$VLLM_CPU_KVCACHE_SPACE`` if set) sizes the
+        KV cache; ``enforce_eager`` defaults to True on CPU (much faster start). ``engine_args``
+        are passed to ``AsyncEngineArgs`` as they are."""
+        if kv_cache_space_gb is not None and kv_cache_space_gb <= 0:
+            raise ConfigError(f"kv_cache_space_gb must be positive, got {kv_cache_space_gb}")
+        if tensor_parallel_size < 1:
+            raise ConfigError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
+        self._model = model
+        self._dtype = dtype
+        self._max_model_len = max_model_len
+        self._kv_cache_space_gb = kv_cache_space_gb
+        self._gpu_memory_utilization = gpu_memory_utilization
+        self._tensor_parallel_size = tensor_parallel_size
+        self._enforce_eager = enforce_eager
+        self._enable_prefix_caching = enable_prefix_caching
+        self._engine_args = dict(engine_args or {})
+        self._lock = anyio.Lock()
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._sampling_defaults: dict[str, Any] = {}
+        self._details: dict[str, Any] = {}
+        self._start_error: BaseException | None = None
+        self._closed = False
+        self._ids = itertools.count()
+        self._tag = uuid.uuid4().hex[:8]
+
+    @classmethod
+    def from_options(cls, options: EngineOptions) -> VLLMEngine:
+        """Build (not start) the engine ``options`` describe."""
+        return cls(
+            options.model,
+            dtype=options.dtype,
+            max_model_len=options.max_model_len,
+            kv_cache_space_gb=options.kv_cache_space_gb,
+            gpu_memory_utilization=options.gpu_memory_utilization,
+            tensor_parallel_size=options.tensor_parallel_size,
+            enforce_eager=options.enforce_eager,
+            enable_prefix_caching=options.enable_prefix_caching,
+        )
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(name="vllm", model=self._model or EMBEDDED_MODEL_NAME,
+                          max_context=self._max_model_len, details=dict(self._details))
+
+    @property
+    def started(self) -> bool:
+        return self._llm is not None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the engine if it is not running yet (idempotent, concurrency-safe)."""
+        if self._llm is not None:
+            return
+        if sniffio.current_async_library() != "asyncio":
+            raise ConfigError("the vLLM engine needs anyio's asyncio backend (vLLM is asyncio-based)")
+        async with self._lock:
+            if self._llm is not None:
+                return
+            if self._closed:
+                raise EngineError("the vLLM engine is closed", retryable=False)
+            if self._start_error is not None:
+                raise self._start_error
+            holder: dict[str, Any] = {}
+            try:
+                await anyio.to_thread.run_sync(self._create, holder)
+            except BaseException as exc:
+                if holder.get("llm") is not None:  # cancelled while the thread finished: undo
+                    with anyio.CancelScope(shield=True):
+                        await _shutdown(holder["llm"])
+                if isinstance(exc, PacoreError):
+                    self._start_error = exc
+                raise
+            if self._closed:  # aclose() ran while we were starting
+                with anyio.CancelScope(shield=True):
+                    await _shutdown(holder["llm"])
+                raise EngineError("the vLLM engine was closed while starting", retryable=False)
+            self._llm = holder.pop("llm")
+
+    def _create(self, holder: dict[str, Any]) -> None:
+        """Worker thread: resolve the model, import vLLM, build the engine into ``holder``."""
+        model = resolve_model(self._model)
+        try:
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.platforms import current_platform
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise ConfigError(
+                "the in-process engine needs vLLM: run scripts/setup.sh (CPU) or "
+                "`pip install -e '.[gpu]'`, or use --engine openai with a server"
+            ) from exc
+        on_cpu = bool(current_platform.is_cpu())
+        args: dict[str, Any] = {
+            "model": model,
+            "dtype": self._dtype,
+            "max_model_len": self._max_model_len,
+            "tensor_parallel_size": self._tensor_parallel_size,
+            "enforce_eager": on_cpu if self._enforce_eager is None else self._enforce_eager,
+            "enable_prefix_caching": self._enable_prefix_caching,
+            "disable_log_stats": True,
+        }
+        kv_gb = self._kv_cache_space_gb
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # else one core idles
+            # vLLM 0.32 CPU: a seeded request whose prefill is split into chunks kills the worker
+            # ("CPU Generator does not use offset"); whole prefills keep per-request seeds working.
+            args["enable_chunked_prefill"] = False
+            env_kv = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "")
+            if kv_gb is not None and env_kv:
+                # vLLM lets the env var override the engine argument: the explicit option wins.
+                log.info("kv_cache_space_gb overrides VLLM_CPU_KVCACHE_SPACE", env=env_kv)
+                os.environ.pop("VLLM_CPU_KVCACHE_SPACE")
+            elif kv_gb is None and not env_kv:
+                kv_gb = DEFAULT_CPU_KV_CACHE_GB
+        if kv_gb is not None:
+            args["kv_cache_memory_bytes"] = int(kv_gb * GiB)
+        if self._gpu_memory_utilization is not None:
+            args["gpu_memory_utilization"] = self._gpu_memory_utilization
+        args.update(self._engine_args)
+        log.info("starting vLLM engine", model=model, cpu=on_cpu, **{k: v for k, v in args.items() if k != "model"})
+        try:
+            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        except Exception as exc:
+            raise EngineError(f"vLLM failed to start with model {model}: {type(exc).__name__}: {exc}",
+                              retryable=False) from exc
+        holder["llm"] = llm
+        self._tokenizer = llm.get_tokenizer()
+        self._max_model_len = int(llm.model_config.max_model_len)
+        self._sampling_defaults = dict(llm.model_config.get_diff_sampling_param())
+        self._details = {"resolved_model": model, "device": "cpu" if on_cpu else current_platform.device_type,
+                         "dtype": str(llm.model_config.dtype), "enforce_eager": args["enforce_eager"],
+                         "kv_cache_space_gb": kv_gb if kv_gb is not None else os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
+                         "prefix_caching": self._enable_prefix_caching,
+                         "tensor_parallel_size": self._tensor_parallel_size}
+        del llm  # a frame of this thread may outlive the call: hold the engine via holder only
+        log.info("vLLM engine ready", model=model, max_model_len=self._max_model_len)
+
+    async def aclose(self) -> None:
+        """Shut the engine down and reap its processes. Idempotent; safe when cancelled."""
+        self._closed = True
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await _shutdown(llm)
+        del llm
+        gc.collect()  # finalize the AsyncLLM now, not at interpreter exit (its __del__ is noisy then)
+        log.info("vLLM engine shut down")
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Exact with the engine's tokenizer once started; the base estimate before."""
+        if self._tokenizer is None:
+            return super().count_tokens(text)
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def truncate_tokens(self, text: str, max_tokens: int) -> str:
+        if self._tokenizer is None:
+            return super().truncate_tokens(text, max_tokens)
+        if max_tokens <= 0:
+            return ""
+        ids = self._tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) <= max_tokens:
+            return text
+        return str(self._tokenizer.decode(ids[-max_tokens:]))
+
+    def _render(self, messages: Sequence[ChatMessage]) -> list[int]:
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        try:
+            text = self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:
+            raise EngineError(f"the model's chat template failed: {type(exc).__name__}: {exc}",
+                              retryable=False) from exc
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    # -- generation --------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        await self.start()
+        llm = self._llm
+        if llm is None:
+            raise EngineError("the vLLM engine is closed", retryable=False)
+        ids = await anyio.to_thread.run_sync(self._render, request.messages)
+        max_len = int(self._max_model_len or 0)
+        room = max_len - len(ids)
+        if room < 1:
+            raise EngineError(
+                f"the prompt has {len(ids)} tokens but the model's context (max_model_len) is "
+                f"{max_len}: shorten the prompt (e.g. lower max_message_tokens) or raise "
+                f"--max-model-len", retryable=False)
+        requested = request.sampling.max_tokens
+        used = room if requested is None else min(requested, room)
+        params = self._sampling_params(request, used)
+        request_id = f"pacore-{self._tag}-{next(self._ids)}"
+        final = await self._run(llm, ids, params, request_id)
+        outputs = sorted(final.outputs, key=lambda o: o.index)
+        if len(outputs) != request.n:
+            raise EngineError(f"vLLM returned {len(outputs)} samples, expected n={request.n}",
+                              retryable=True)
+        prompt_tokens = len(final.prompt_token_ids or ids)
+        cached = int(getattr(final, "num_cached_tokens", 0) or 0)
+        notes: dict[str, Any] = {"request_id": request_id}
+        if requested is not None and requested > used:
+            notes["max_tokens_clamped"] = {"requested": requested, "used": used}
+        return [
+            Completion(
+                content=o.text,
+                reasoning=split_reasoning(o.text),
+                finish_reason=o.finish_reason,
+                usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(o.token_ids),
+                            cached_tokens=cached),
+                notes=dict(notes),
+            )
+            for o in outputs
+        ]
+
+    def _sampling_params(self, request: GenerationRequest, max_tokens: int) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        kwargs = dict(self._sampling_defaults)
+        s = request.sampling
+        for name in ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty"):
+            value = getattr(s, name)
+            if value is not None:
+                kwargs[name] = value
+        if s.stop:
+            kwargs["stop"] = list(s.stop)
+        kwargs.update(n=request.n, max_tokens=max_tokens, output_kind=RequestOutputKind.FINAL_ONLY)
+        try:
+            return SamplingParams(**kwargs)
+        except Exception as exc:  # vLLM's VLLMValidationError, ValueError, TypeError
+            raise EngineError(f"invalid sampling parameters for vLLM: {exc}", retryable=False) from exc
+
+    async def _run(self, llm: Any, ids: list[int], params: Any, request_id: str) -> Any:
+        """One request to the end; cancellation aborts it (vLLM's generator does, and we make
+        sure with a shielded abort)."""
+        final: Any = None
+        try:
+            prompt: Any = {"prompt_token_ids": ids}
+            renderer = getattr(llm, "renderer", None)
+            if renderer is not None and hasattr(renderer, "render_cmpl_async"):
+                (prompt,) = await renderer.render_cmpl_async([prompt])
+            async with contextlib.aclosing(llm.generate(prompt, params, request_id)) as stream:
+                async for out in stream:
+                    final = out
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await llm.abort(request_id)
+            raise
+        except Exception as exc:
+            raise _map_error(exc, llm, request_id) from exc
+        if final is None or not final.finished:
+            raise EngineError(f"vLLM request {request_id} ended without a final output", retryable=True)
+        return final
+
+
+def _map_error(exc: Exception, llm: Any, request_id: str) -> EngineError:
+    """A vLLM exception as an ``EngineError``: a dead engine or a bad request is final."""
+    if isinstance(exc, EngineError):
+        return exc
+    dead = bool(getattr(llm, "errored", False)) or type(exc).__name__ == "EngineDeadError"
+    client_error = isinstance(exc, ValueError) or any(
+        c.__name__ == "VLLMClientError" for c in type(exc).__mro__)
+    cause = exc.__cause__ if type(exc).__name__ == "EngineGenerateError" and exc.__cause__ else exc
+    what = "the vLLM engine died" if dead else "vLLM rejected the request" if client_error else "vLLM failed"
+    return EngineError(f"{what} ({request_id}): {type(cause).__name__}: {cause}",
+                       retryable=not (dead or client_error))
+
+
+async def _shutdown(llm: Any) -> None:
+    """Stop the output handler on the loop, then shut the engine down in a worker thread."""
+    handler = getattr(llm, "output_handler", None)
+    if handler is not None and not handler.done():
+        handler.cancel()  # else it logs the engine core's exit as an error
+    await anyio.to_thread.run_sync(_shutdown_blocking, llm)
+
+
+def _shutdown_blocking(llm: Any) -> None:
+    """``llm.shutdown()``, then wait until every process it had started is gone (vLLM SIGKILLs
+    a slow engine core after a grace period, but returns before its workers have died)."""
+    import multiprocessing
+
+    import psutil  # type: ignore[import-untyped,unused-ignore]  # a dependency of vLLM
+
+    procs = _engine_processes(llm)
+    try:
+        llm.shutdown()
+    except Exception as exc:  # shutting down must not mask what ended the run
+        log.warning("vLLM shutdown failed", error=f"{type(exc).__name__}: {exc}")
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            log.warning("killing a vLLM process that outlived shutdown", pid=proc.pid)
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    multiprocessing.active_children()  # reap exited engine-core processes (no zombies)
+
+
+def _engine_processes(llm: Any) -> list[Any]:
+    """The engine-core processes this ``AsyncLLM`` started and their descendants (workers)."""
+    import psutil  # type: ignore[import-untyped,unused-ignore]
+
+    manager = getattr(getattr(getattr(llm, "engine_core", None), "resources", None),
+                      "engine_manager", None)
+    found: list[Any] = []
+    for core in getattr(manager, "processes", None) or []:
+        with contextlib.suppress(psutil.Error, ValueError, TypeError):
+            proc = psutil.Process(core.pid)
+            found += [proc, *proc.children(recursive=True)]
+    return found

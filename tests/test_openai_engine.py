@@ -1,0 +1,268 @@
+"""OpenAIEngine against local fake servers: n, reasoning, usage, affinity, model discovery, key."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import anyio
+import pytest
+from pydantic import SecretStr
+
+from pacore_agents import (
+    ChatMessage,
+    ConfigError,
+    EngineError,
+    GenerationRequest,
+    ProblemId,
+    RequestMetadata,
+    RetryingEngine,
+    RetryPolicy,
+    RunConfig,
+    SamplingParams,
+    run,
+)
+from pacore_agents.engines import EngineOptions, create_engine
+from pacore_agents.engines._openai import OpenAIEngine
+from tests._fake_servers import FakeServer
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "sk-test-very-secret-key-1234567890"
+
+
+def req(text: str = "what is 2+3?", n: int = 1, problem: str = "p", **sampling: object) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(ChatMessage(role="user", content=text),),
+        n=n,
+        sampling=SamplingParams.model_validate(sampling),
+        metadata=RequestMetadata(problem_id=ProblemId(problem)),
+    )
+
+
+async def test_n_in_one_request_returns_choices_in_order() -> None:
+    with FakeServer() as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            out = await engine.generate(req(n=3, seed=10, max_tokens=32))
+    assert [c.content for c in out] == [f"sample {s}: what is 2+3?" for s in (10, 11, 12)]
+    assert len(server.chat_requests) == 1
+    body = server.chat_requests[0].body
+    assert body is not None
+    assert body["n"] == 3 and body["seed"] == 10 and body["max_tokens"] == 32
+    assert body["return_token_ids"] is True
+
+
+async def test_use_n_false_sends_n_requests_with_seed_plus_i() -> None:
+    with FakeServer() as server:
+        async with OpenAIEngine(server.url, model="m", use_n=False) as engine:
+            out = await engine.generate(req(n=3, seed=10))
+    assert [c.content for c in out] == [f"sample {s}: what is 2+3?" for s in (10, 11, 12)]
+    bodies = [r.body for r in server.chat_requests]
+    assert len(bodies) == 3
+    assert all(b is not None and b["n"] == 1 and "return_token_ids" not in b for b in bodies)
+    assert sorted(b["seed"] for b in bodies if b is not None) == [10, 11, 12]
+
+
+async def test_sampling_params_are_sent() -> None:
+    with FakeServer() as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            await engine.generate(req(temperature=0.7, top_p=0.9, top_k=20, stop=("END",),
+                                      presence_penalty=0.5, frequency_penalty=0.25, max_tokens=8))
+    body = server.chat_requests[0].body
+    assert body is not None
+    assert body["temperature"] == 0.7 and body["top_p"] == 0.9 and body["top_k"] == 20
+    assert body["stop"] == ["END"] and body["presence_penalty"] == 0.5
+    assert body["frequency_penalty"] == 0.25 and body["model"] == "m"
+    assert body["messages"] == [{"role": "user", "content": "what is 2+3?"}]
+    assert "seed" not in body
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+async def test_reasoning_is_read_from_either_field(field: str) -> None:
+    with FakeServer(reasoning_field=field) as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            out = await engine.generate(req(n=2))
+    assert [c.reasoning for c in out] == ["thinking about sample 0", "thinking about sample 1"]
+    assert out[0].content == "sample 0: what is 2+3?"
+
+
+async def test_no_reasoning_field_gives_none() -> None:
+    with FakeServer() as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            (c,) = await engine.generate(req())
+    assert c.reasoning is None and c.finish_reason == "stop"
+
+
+async def test_usage_per_choice_from_token_ids_and_cached_tokens() -> None:
+    with FakeServer(cached_tokens=2) as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            out = await engine.generate(req("a b c", n=2))
+    # "sample 0: a b c" is 5 words -> 5 token ids per choice; the prompt is 3 words
+    assert [c.usage.completion_tokens for c in out] == [5, 5]
+    assert all(c.usage.prompt_tokens == 3 and c.usage.cached_tokens == 2 for c in out)
+    assert all(c.notes["completion_tokens"] == "exact" for c in out)
+
+
+async def test_usage_split_is_exact_in_sum_and_marked_estimated_without_token_ids() -> None:
+    with FakeServer(token_ids=False) as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            out = await engine.generate(req("x", n=3))
+            (single,) = await engine.generate(req("x"))
+    # the server reports 3 * 3 words in total; without per-choice ids it is split, sum exact
+    assert sum(c.usage.completion_tokens for c in out) == 9
+    assert all(c.notes["completion_tokens"] == "estimated" for c in out)
+    assert all(c.usage.cached_tokens == 0 for c in out)
+    assert single.usage.completion_tokens == 3 and single.notes["completion_tokens"] == "exact"
+
+
+async def test_missing_usage_is_estimated_and_marked() -> None:
+    with FakeServer(usage=False, token_ids=False) as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            out = await engine.generate(req("x", n=2))
+    # "sample 0: x" is 11 characters -> (11 + 2) // 3 = 4 tokens by the base estimate
+    assert [c.usage.completion_tokens for c in out] == [4, 4]
+    assert all(c.usage.prompt_tokens == 0 and c.notes["completion_tokens"] == "estimated" for c in out)
+
+
+async def test_model_is_discovered_once_from_the_first_endpoint() -> None:
+    with FakeServer(models=("served-a", "other")) as first, FakeServer(models=("served-b",)) as second:
+        async with OpenAIEngine([first.url, second.url]) as engine:
+            assert engine.info.model is None
+            async with anyio.create_task_group() as tg:
+                for i in range(4):
+                    tg.start_soon(engine.generate, req(problem=f"p{i}"))
+            info = engine.info
+    assert info.model == "served-a" and info.max_context == 4096
+    gets = [r for r in first.requests + second.requests if r.method == "GET"]
+    assert [r.path for r in gets] == ["/v1/models"]
+    bodies = [r.body for r in first.chat_requests + second.chat_requests]
+    assert len(bodies) == 4 and all(b is not None and b["model"] == "served-a" for b in bodies)
+
+
+async def test_given_model_reads_its_context_size_and_tolerates_no_models_route() -> None:
+    with FakeServer(models=("a", "m"), max_model_len=1234) as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            assert await engine.model() == "m"
+            assert engine.info.max_context == 1234
+    with FakeServer(models=("m",)) as server:
+        async with OpenAIEngine(server.url + "/other", model="m") as engine:  # /models is a 404
+            (c,) = await engine.generate(req())
+            assert engine.info.max_context is None
+    assert c.content == "sample 0: what is 2+3?"
+
+
+async def test_empty_model_list_is_an_engine_error() -> None:
+    with FakeServer(models=()) as server:
+        async with OpenAIEngine(server.url) as engine:
+            with pytest.raises(EngineError, match="lists no models"):
+                await engine.generate(req())
+
+
+async def test_endpoint_affinity_and_least_outstanding_assignment() -> None:
+    gate = threading.Event()
+    with FakeServer(gate=gate) as s0, FakeServer() as s1, FakeServer() as s2:
+        async with OpenAIEngine([s0.url, s1.url, s2.url], model="m") as engine:
+            held: list[str] = []
+
+            async def hold(problem: str) -> None:
+                (c,) = await engine.generate(req(problem=problem))
+                held.append(c.notes["endpoint"])
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(hold, "A")  # all idle: lowest index (0); held in flight
+                    await anyio.wait_all_tasks_blocked()
+                    (b,) = await engine.generate(req(problem="B"))  # 0 busy: 1 (tie 1/2 -> 1)
+                    tg.start_soon(hold, "A")  # affinity beats load: 0 again, though 2 is idle
+                    await anyio.wait_all_tasks_blocked()
+                    gate.set()
+            (c,) = await engine.generate(req(problem="C"))  # all idle again: lowest index
+            (b2,) = await engine.generate(req(problem="B"))
+            affinity = engine.affinity
+    assert held == [s0.url, s0.url]
+    assert b.notes["endpoint"] == s1.url and b2.notes["endpoint"] == s1.url
+    assert c.notes["endpoint"] == s0.url
+    assert affinity == {"A": s0.url, "B": s1.url, "C": s0.url}
+    assert len(s0.chat_requests) == 3 and len(s1.chat_requests) == 2 and not s2.chat_requests
+
+
+async def test_problems_spread_over_endpoints_by_outstanding_requests() -> None:
+    gate = threading.Event()
+    with FakeServer(gate=gate) as s0, FakeServer(gate=gate) as s1:
+        async with OpenAIEngine([s0.url, s1.url], model="m", use_n=False) as engine:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(engine.generate, req(problem="P1", n=3))  # 3 in flight on 0
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(engine.generate, req(problem="P2"))  # 1 in flight on 1
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(engine.generate, req(problem="P3"))  # 3 vs 1 -> 1
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(engine.generate, req(problem="P4"))  # 3 vs 2 -> 1
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(engine.generate, req(problem="P5", n=2))  # 3 vs 3 -> 0
+                    await anyio.wait_all_tasks_blocked()
+                    gate.set()
+            affinity = engine.affinity
+    assert affinity == {"P1": s0.url, "P2": s1.url, "P3": s1.url, "P4": s1.url, "P5": s0.url}
+    assert len(s0.chat_requests) == 5 and len(s1.chat_requests) == 3
+
+
+async def test_api_key_is_sent_but_never_logged_nor_in_info_or_trace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, the openai client's and httpx's included
+    errors: list[EngineError] = []
+    with FakeServer() as ok, FakeServer("status", status=500) as bad, FakeServer("drop") as drop:
+        engine = create_engine(EngineOptions(kind="openai", base_urls=[ok.url],
+                                             api_key=SecretStr(SECRET), request_timeout=5))
+        async with engine:
+            await engine.generate(req(problem="first", n=2))
+            result = await run("what is 2+3?", "pacore-low", engine,
+                               config=RunConfig(sampling=SamplingParams(max_tokens=8)))
+        info = engine.info
+        for url in (bad.url, drop.url):
+            failing = RetryingEngine(OpenAIEngine(url, api_key=SECRET),
+                                     RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.01))
+            async with failing:
+                with pytest.raises(EngineError) as excinfo:
+                    await failing.generate(req())
+            errors.append(excinfo.value)
+    assert ok.chat_requests[0].headers.get("authorization") == f"Bearer {SECRET}"
+    assert "chat request" in caplog.text and "retrying" in caplog.text  # the logs were captured
+    assert SECRET not in caplog.text
+    assert SECRET not in info.model_dump_json()
+    assert SECRET not in result.trace.model_dump_json() and result.answer is not None
+    assert [e.status for e in errors] == [500, None] and all(e.attempts == 2 for e in errors)
+    assert all(SECRET not in e.describe() and SECRET not in repr(e.__cause__) for e in errors)
+
+
+async def test_api_key_defaults_to_env_then_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeServer() as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+        async with OpenAIEngine(server.url, model="m") as engine:
+            await engine.generate(req())
+        monkeypatch.delenv("OPENAI_API_KEY")
+        async with OpenAIEngine(server.url, model="m") as engine:
+            await engine.generate(req())
+    auth = [r.headers.get("authorization") for r in server.chat_requests]
+    assert auth == ["Bearer from-env", "Bearer EMPTY"]
+
+
+def test_bad_configuration_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="at least one base URL"):
+        create_engine(EngineOptions(kind="openai"))
+    with pytest.raises(ConfigError, match="bad OpenAI base URL"):
+        OpenAIEngine("localhost:8000")
+    with pytest.raises(ConfigError, match="duplicate"):
+        OpenAIEngine(["http://127.0.0.1:1", "http://127.0.0.1:1/v1"])
+
+
+async def test_urls_are_normalized_and_credentials_hidden() -> None:
+    engine = OpenAIEngine(["http://127.0.0.1:9/", "http://user:pw@127.0.0.1:10/api/v1"], model="m")
+    assert engine.endpoints == ("http://127.0.0.1:9/v1", "http://127.0.0.1:10/api/v1")
+    assert "pw" not in engine.info.model_dump_json()
+    await engine.aclose()
+    await engine.aclose()  # idempotent
+    with pytest.raises(EngineError, match="closed"):
+        await engine.generate(req())
