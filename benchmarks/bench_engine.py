@@ -39,7 +39,7 @@ def request(i: int, max_tokens: int) -> GenerationRequest:
 async def main(args: argparse.Namespace) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     model = args.model or str(ensure_embedded_model())
-    engine = VLLMEngine(model, max_model_len=args.max_model_len, kv_cache_space_gb=args.kv_gb)
+    engine = VLLMEngine(model, max_model_len=args.max_model_len, kv_cache_space_gb=args.kv_gb, dtype=args.dtype)
     async with engine:
         started = time.perf_counter()
         await engine.start()
@@ -82,6 +82,7 @@ def cli() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--kv-gb", type=float, default=1.0)
+    parser.add_argument("--dtype", default="auto", help="vLLM dtype (auto: the engine's CPU default)")
     parser.add_argument("--no-pacore", action="store_true", help="skip the pacore-low run")
     args = parser.parse_args()
     rows = anyio.run(main, args)

@@ -126,7 +126,7 @@ def run_command(
 ) -> None:
     """Run PaCoRe on one problem and print the sink's answer."""
     configure_logging(verbose=verbose, json_path=log_json)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
     try:
         prob = read_problem(problem)
         overrides = parse_params(param or [])

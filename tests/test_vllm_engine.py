@@ -23,7 +23,7 @@ from pacore_agents import (
     run,
 )
 from pacore_agents.engines import EngineOptions, create_engine
-from pacore_agents.engines._vllm import VLLMEngine, split_reasoning
+from pacore_agents.engines._vllm import VLLMEngine, cpu_has_native_bf16, split_reasoning
 from tests._real_engines import (
     TEST_KV_CACHE_GB,
     TEST_MAX_MODEL_LEN,
@@ -111,6 +111,13 @@ async def test_concurrent_first_calls_start_one_engine(engine: VLLMEngine) -> No
     assert len(results) == 3 and engine.started
     assert len(_engine_cores()) == 1, describe(engine_children())
     assert engine.info.max_context == TEST_MAX_MODEL_LEN
+
+
+@pytest.mark.vllm
+async def test_cpu_dtype_follows_native_bf16_support(engine: VLLMEngine) -> None:
+    await engine.start()
+    want = "torch.bfloat16" if cpu_has_native_bf16() else "torch.float32"
+    assert engine.info.details["dtype"] == want
 
 
 @pytest.mark.vllm
