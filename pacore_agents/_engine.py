@@ -42,13 +42,15 @@ class SamplingParams(BaseModel):
 
 
 class RequestMetadata(BaseModel):
-    """Who a request is for. Engines use ``problem_id`` for endpoint affinity."""
+    """Who a request is for. Engines use ``problem_id`` for endpoint affinity; ``unit`` is the
+    caller's label for the unit of work (studies: ``problem|arm|sample``), for logs and tests."""
 
     model_config = ConfigDict(frozen=True)
 
     problem_id: ProblemId = ProblemId("problem")
     round: Round | None = None
     nodes: tuple[NodeId, ...] = ()
+    unit: str | None = None
 
 
 class GenerationRequest(BaseModel):

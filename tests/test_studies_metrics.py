@@ -49,7 +49,7 @@ SC: dict[tuple[str, int], list[str]] = {
 
 
 def scripted(request: GenerationRequest) -> list[str]:
-    pid, arm, sample_tag = request.metadata.problem_id.split("|")
+    pid, arm, sample_tag = (request.metadata.unit or "").split("|")
     key = (pid, int(sample_tag[1:]))
     nodes = request.metadata.nodes
     assert len(nodes) == request.n
@@ -192,7 +192,7 @@ def test_budget_matched_self_consistency_with_pool(tmp_path: Path) -> None:
 
     def engine(request: GenerationRequest) -> list[str]:
         requests.append(request)
-        gold = GOLD[request.metadata.problem_id.split("|")[0]]
+        gold = GOLD[(request.metadata.unit or "").split("|")[0]]
         return [f"t{len(requests)}.{i} w w \\boxed{{{gold}}}" for i in range(request.n)]  # 4 tokens
 
     arms = """
@@ -209,8 +209,9 @@ baseline = "self-consistency"
     spec = parse_study(write_study(tmp_path, arms).replace("concurrency = 2", "concurrency = 2\ntrajectory_pool = true"))
     summary = anyio.run(lambda: run_study(spec, tmp_path / "out", engine=FunctionEngine(engine)))
     assert summary.failed == [] and summary.sc_sizes == {"sc": {"low2": 3}}
-    pool = [r for r in requests if "|pool|" in r.metadata.problem_id]
-    others = [r for r in requests if "|pool|" not in r.metadata.problem_id]
+    assert {r.metadata.problem_id for r in requests} == set(GOLD)  # affinity stays per problem
+    pool = [r for r in requests if "|pool|" in (r.metadata.unit or "")]
+    others = [r for r in requests if "|pool|" not in (r.metadata.unit or "")]
     # per (problem, sample): 2 pooled trajectories in one request (phase 1: low2 and single
     # share it), then 1 more for SC's N = 3 (phase 2)
     assert sorted(r.n for r in pool) == [1] * 6 + [2] * 6

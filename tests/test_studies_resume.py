@@ -21,7 +21,7 @@ import anyio
 async def handler(request):
     await anyio.sleep(float(os.environ["STUDY_SLEEP"]))
     with open(os.environ["STUDY_LOG"], "a", encoding="utf-8") as f:
-        f.write(f"{os.getpid()} {request.metadata.problem_id} {request.n}\\n")
+        f.write(f"{os.getpid()} {request.metadata.unit} {request.n}\\n")
     return ["step " + str(i) + " \\\\boxed{4}" for i in range(request.n)]
 '''
 

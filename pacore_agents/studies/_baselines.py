@@ -30,7 +30,7 @@ from pacore_agents._engine import (
     RequestMetadata,
     SamplingParams,
 )
-from pacore_agents._ids import NodeId, ProblemId, Round
+from pacore_agents._ids import NodeId, Round
 from pacore_agents._messages import Problem
 from pacore_agents._references import derive_seed
 from pacore_agents._roles import boxed_compact, pacore_compact
@@ -117,7 +117,7 @@ async def generate_trajectories(engine: Engine, problem: Problem, sampling: Samp
     request = GenerationRequest(
         messages=problem.messages, n=n,
         sampling=sampling.model_copy(update={"seed": seed}) if sampling.seed is None and seed is not None else sampling,
-        metadata=RequestMetadata(problem_id=ProblemId(tag), round=Round(1),
+        metadata=RequestMetadata(problem_id=problem.id, unit=tag, round=Round(1),
                                  nodes=tuple(NodeId.of(1, first + i) for i in range(n))))
     return await engine.generate(request)
 

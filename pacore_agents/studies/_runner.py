@@ -69,15 +69,16 @@ def mentions_references(rec: NodeRecord) -> bool:
 
 
 class _TaggedEngine(EngineWrapper):
-    """Tags requests with the unit (problem|arm|sample) for endpoint affinity and logs; the
-    shared engine is closed by the study, not by a run."""
+    """Tags requests with their unit (problem|arm|sample); ``problem_id`` stays the problem's,
+    so endpoint affinity keeps a problem's arms on one replica. The shared engine is closed by
+    the study, not by a run."""
 
     def __init__(self, inner: Engine, tag: str) -> None:
         super().__init__(inner)
         self.tag = tag
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        meta = request.metadata.model_copy(update={"problem_id": self.tag})
+        meta = request.metadata.model_copy(update={"unit": self.tag})
         return await self.inner.generate(request.model_copy(update={"metadata": meta}))
 
     async def aclose(self) -> None:
