@@ -23,7 +23,7 @@ import anyio
 
 from ._config import RunConfig
 from ._engine import Completion, Engine, GenerationRequest, RequestMetadata, SamplingParams
-from ._errors import EngineError
+from ._errors import ConfigError, EngineError
 from ._ids import NodeId
 from ._logging import get_logger
 from ._messages import ChatMessage, Problem
@@ -102,8 +102,6 @@ class RoundScheduler:
         self._request_counter = 0
         unknown = sorted(set(self.precomputed) - set(topology.graph.nodes))
         if unknown:
-            from ._errors import ConfigError
-
             raise ConfigError(f"precomputed completion for node {unknown[0]}, which is not in the topology")
 
     def role_of(self, node: NodeId) -> Role:

@@ -65,6 +65,20 @@ def test_spec_file_and_param_override(tmp_path: Path) -> None:
     assert len(json.loads(trace_path.read_text())["nodes"]) == 11
 
 
+def test_problem_as_chat_messages_file(tmp_path: Path) -> None:
+    problem = tmp_path / "problem.json"
+    problem.write_text(json.dumps({"messages": [{"role": "system", "content": "Be terse."},
+                                                {"role": "user", "content": "What is 2+3?"}]}))
+    trace_path = tmp_path / "t.json"
+    proc = pacore("run", f"@{problem}", "--engine", ENGINE, "--trace", str(trace_path), "-q")
+    assert proc.returncode == 0, proc.stderr
+    sink = json.loads(trace_path.read_text())["nodes"][-1]["prompt"]
+    assert sink[0] == {"role": "system", "content": "Be terse."}
+    assert "Original Problem:\nWhat is 2+3?\n" in sink[1]["content"]
+    bad = pacore("run", f"@{tmp_path / 'missing.json'}", "--engine", ENGINE)
+    assert bad.returncode == 2 and "cannot read problem file" in bad.stderr
+
+
 def test_problem_from_stdin() -> None:
     proc = pacore("run", "-", "--engine", ENGINE, "-q", stdin="What is 1+1?")
     assert proc.returncode == 0 and "5050" in proc.stdout
