@@ -32,3 +32,10 @@ def _quiet_logs() -> None:
     from pacore_agents._logging import configure_logging
 
     configure_logging()
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests run on asyncio: vLLM's AsyncLLM and the real servers need it, and an old
+    trio installed beside a newer anyio must not add a broken backend to the matrix."""
+    return "asyncio"
