@@ -10,6 +10,7 @@ can read its variables but never touch Python objects.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -34,19 +35,28 @@ def pacore_compact(content: str) -> str:
     return content if idx < 0 else content[idx + len(THINK_END) :]
 
 
-def boxed_compact(content: str) -> str:
-    """Only the final answer: the last ``\\boxed{...}`` (balanced braces) of the PaCoRe
-    message, or the PaCoRe message if there is none."""
-    text = pacore_compact(content)
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return text
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last balanced ``\\boxed{...}`` (or ``\\fbox{...}``), or None."""
+    starts = [m.end() for m in _BOXED_RE.finditer(text)]
+    for start in reversed(starts):
+        depth, i = 1, start
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
         if depth == 0:
-            return text[start : j + 1]
-    return text
+            return text[start : i - 1]
+    return None
+
+
+def boxed_compact(content: str) -> str:
+    """Only the final answer: ``\\boxed{...}`` of the PaCoRe message's last balanced box, or
+    the PaCoRe message if there is none."""
+    text = pacore_compact(content)
+    found = last_boxed(text)
+    return text if found is None else f"\\boxed{{{found}}}"
 
 
 def full_compact(content: str) -> str:
@@ -54,7 +64,7 @@ def full_compact(content: str) -> str:
     return content
 
 
-_COMPACTORS: dict[str, Callable[[str], str]] = {"pacore": pacore_compact, "full": full_compact, "boxed": boxed_compact}
+COMPACTORS: dict[str, Callable[[str], str]] = {"pacore": pacore_compact, "full": full_compact, "boxed": boxed_compact}
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -104,8 +114,8 @@ class Role:
     _compiled: jinja2.Template | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.compaction not in _COMPACTORS:
-            raise ConfigError(f"role {self.name!r}: unknown compaction {self.compaction!r}: use {sorted(_COMPACTORS)}")
+        if self.compaction not in COMPACTORS:
+            raise ConfigError(f"role {self.name!r}: unknown compaction {self.compaction!r}: use {sorted(COMPACTORS)}")
         if self.template is not None:
             self._compiled = compile_template(self.template, what=f"role {self.name!r} template")
 
@@ -133,7 +143,7 @@ class Role:
 
     def compact(self, completion: Completion) -> str:
         """The message this node passes on. A separate reasoning field is never passed on."""
-        return _COMPACTORS[self.compaction](completion.content)
+        return COMPACTORS[self.compaction](completion.content)
 
 
 def builtin_roles() -> dict[str, Role]:

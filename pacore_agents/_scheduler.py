@@ -260,7 +260,7 @@ class RoundScheduler:
                     self.raw[node] = None
             if self.observer is not None:
                 self.observer.node_finished(record)
-        times = [t for t in result.times.values()]
+        times = list(result.times.values())
         now = time.time()
         round_records = [self.records[n] for n in self.topology.nodes(round_)]
         return RoundSummary(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -155,9 +156,9 @@ def run_command(
 
     async def main() -> RunTrace:
         async with eng:
-            with err.status(f"starting the {options.kind} engine ...") if not quiet else _Quiet():
+            with err.status(f"starting the {options.kind} engine ...") if not quiet else nullcontext():
                 await eng.start()
-            with RichRoundProgress(err) if not quiet else _Quiet() as progress:
+            with RichRoundProgress(err) if not quiet else nullcontext() as progress:
                 result = await run(prob, topo, eng, config=config, observer=progress)
         return result.trace
 
@@ -189,14 +190,6 @@ def write_trace(path: Path, trace: RunTrace) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(trace.model_dump_json(indent=1), encoding="utf-8")
     tmp.replace(path)
-
-
-class _Quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @app.command("topologies")

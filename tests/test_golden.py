@@ -77,3 +77,13 @@ def test_compaction() -> None:
     assert pacore_compact("<think>a</think>b</think>c") == "c"
     assert pacore_compact("no think") == "no think"
     assert pacore_compact("<think>only reasoning</think>") == ""
+
+
+def test_boxed_compaction() -> None:
+    from pacore_agents._roles import boxed_compact, last_boxed
+
+    assert boxed_compact("<think>\\boxed{1}</think>so \\boxed{\\frac{1}{2}} done") == "\\boxed{\\frac{1}{2}}"
+    assert boxed_compact("no box here") == "no box here"
+    assert boxed_compact("\\boxed{3} then \\boxed{4") == "\\boxed{3}"  # unbalanced tail skipped
+    assert last_boxed("\\fbox {7}") == "7"
+    assert last_boxed("nothing") is None

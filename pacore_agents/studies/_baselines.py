@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import anyio
 
@@ -33,19 +33,12 @@ from pacore_agents._engine import (
 from pacore_agents._ids import NodeId, Round
 from pacore_agents._messages import Problem
 from pacore_agents._references import derive_seed
-from pacore_agents._roles import boxed_compact, pacore_compact
+from pacore_agents._roles import COMPACTORS
 from pacore_agents._topology import Topology
 from pacore_agents._trace import NodeRecord
 
 from ._spec import ArmSpec
 from ._store import ResultStore
-
-
-def _full(content: str) -> str:
-    return content
-
-
-COMPACTORS: dict[str, Callable[[str], str]] = {"pacore": pacore_compact, "boxed": boxed_compact, "full": _full}
 
 
 def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int | None, float]:

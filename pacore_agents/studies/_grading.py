@@ -25,6 +25,7 @@ import anyio
 from pydantic import BaseModel
 
 from pacore_agents._errors import PacoreError
+from pacore_agents._roles import last_boxed
 
 from ._datasets import gsm8k_gold
 
@@ -49,21 +50,8 @@ class Grade(BaseModel):
         return self.status in ("correct", "wrong")
 
 
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _HASHES_RE = re.compile(r"####\s*([^\n]+)")
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def _last_boxed(text: str) -> str | None:
-    starts = [m.end() for m in _BOXED_RE.finditer(text)]
-    for start in reversed(starts):
-        depth, i = 1, start
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            return text[start : i - 1]
-    return None
 
 
 def normalize_answer(answer: str) -> str:
@@ -86,7 +74,7 @@ def extract_answer(text: str | None) -> str | None:
     after the last ``####``; else the last number in the text; else None."""
     if not text:
         return None
-    found = _last_boxed(text)
+    found = last_boxed(text)
     if found is None:
         hashes = _HASHES_RE.findall(text)
         found = hashes[-1] if hashes else None
