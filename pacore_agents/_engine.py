@@ -12,6 +12,7 @@ Contract:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +52,9 @@ class RequestMetadata(BaseModel):
     round: Round | None = None
     nodes: tuple[NodeId, ...] = ()
     unit: str | None = None
+    #: scheduling priority, lower runs sooner (vLLM's convention); engines that take one
+    #: (AsyncLLM ``priority``, a server started with ``--scheduling-policy priority``) pass it on
+    priority: int = 0
 
 
 class GenerationRequest(BaseModel):
@@ -97,7 +101,28 @@ class EngineInfo(BaseModel):
     name: str
     model: str | None = None
     max_context: int | None = None
+    #: sequences the engine can run at once (the executor's admission window); None = unknown
+    max_sequences: int | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class EngineStats(BaseModel):
+    """Engine-side counters, cumulative since the engine started (None = not reported).
+
+    ``prefill_computed_tokens`` / ``prefill_cached_tokens``: prompt tokens the engine computed /
+    served from its prefix cache (a vLLM server's ``prompt_tokens_by_source_total``; AsyncLLM's
+    own stats in-process). ``running`` / ``waiting``: sequences now in the engine's batch / queue.
+    """
+
+    source: str
+    prefill_computed_tokens: int | None = None
+    prefill_cached_tokens: int | None = None
+    running: int | None = None
+    waiting: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+TextCallback = Callable[[str], None]
 
 
 class Engine(ABC):
@@ -110,6 +135,21 @@ class Engine(ABC):
     @property
     def info(self) -> EngineInfo:
         return EngineInfo(name=type(self).__name__)
+
+    async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
+        """``generate`` for ``n == 1``, calling ``on_text(delta)`` (on the event loop, must not
+        block) as the text is generated; the deltas concatenate to the completion's content.
+        Default: ``generate``, then one call with the whole content. Engines that stream
+        (vLLM, OpenAI servers) override it."""
+        out = await self.generate(request)
+        for completion in out[:1]:
+            if completion.content:
+                on_text(completion.content)
+        return out
+
+    async def stats(self) -> EngineStats | None:
+        """Engine-side counters (see ``EngineStats``), or None if the engine reports none."""
+        return None
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text``. Default: a conservative estimate (1 token per 3 characters)."""

@@ -23,16 +23,20 @@ Handler = Callable[[GenerationRequest], HandlerResult | Awaitable[HandlerResult]
 class FunctionEngine(Engine):
     """An engine whose generations come from a Python function."""
 
-    def __init__(self, handler: Handler, *, name: str = "function", max_context: int | None = None):
+    def __init__(self, handler: Handler, *, name: str = "function", max_context: int | None = None,
+                 max_sequences: int | None = None):
+        """``max_sequences``: the capacity this engine reports (the executor's window); None
+        lets the executor use its default."""
         self._handler = handler
         self._name = name
         self._max_context = max_context
+        self._max_sequences = max_sequences
         self.requests: list[GenerationRequest] = []
 
     @property
     def info(self) -> EngineInfo:
         return EngineInfo(name=self._name, model=getattr(self._handler, "__name__", None),
-                          max_context=self._max_context)
+                          max_context=self._max_context, max_sequences=self._max_sequences)
 
     def count_tokens(self, text: str) -> int:
         """Whitespace-separated words: exact and predictable for tests."""

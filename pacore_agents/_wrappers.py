@@ -12,7 +12,7 @@ import random
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._engine import Completion, Engine, EngineInfo, GenerationRequest
+from ._engine import Completion, Engine, EngineInfo, EngineStats, GenerationRequest, TextCallback
 from ._errors import EngineError
 from ._logging import get_logger
 
@@ -53,6 +53,12 @@ class EngineWrapper(Engine):
 
     async def start(self) -> None:
         await self.inner.start()
+
+    async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
+        return await self.inner.generate_stream(request, on_text)
+
+    async def stats(self) -> EngineStats | None:
+        return await self.inner.stats()
 
     async def aclose(self) -> None:
         await self.inner.aclose()
