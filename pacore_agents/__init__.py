@@ -14,13 +14,15 @@ from ._engine import (
     Usage,
 )
 from ._errors import ConfigError, EngineError, PacoreError, RunFailedError, TopologyError
+from ._executor import DEFAULT_WINDOW, Executor, ExecutorStats, executor_for
 from ._function_engine import FunctionEngine
 from ._ids import AgentIndex, NodeId, ProblemId, RoleName, Round
 from ._messages import ChatMessage, Problem
+from ._plan import NodePlan, Planner
 from ._references import OrderPolicy, Reference, derive_seed, order_references
 from ._roles import PromptContext, Role, RoleBook, builtin_roles, pacore_compact
 from ._run import RunResult, resolve_topology, run, run_sync
-from ._scheduler import PlannedRequest, RoundScheduler, RunObserver
+from ._scheduler import MergeGroup, RunDriver, RunObserver
 from ._specs import TopologySpec, build, builtin_topologies, load_topology, parse_spec
 from ._topology import (
     Topology,
@@ -32,10 +34,11 @@ from ._topology import (
     star,
     validate,
 )
-from ._trace import NodeRecord, RoundSummary, RunTrace, Truncation
+from ._trace import NodeRecord, NodeStatus, RoundSummary, RunStats, RunTrace, Truncation
 from ._wrappers import ConcurrencyLimitedEngine, EngineWrapper, RetryingEngine, RetryPolicy
 
 __all__ = [
+    "DEFAULT_WINDOW",
     "PACORE_SAMPLING",
     "AgentIndex",
     "ChatMessage",
@@ -47,14 +50,19 @@ __all__ = [
     "EngineInfo",
     "EngineStats",
     "EngineWrapper",
+    "Executor",
+    "ExecutorStats",
     "FailurePolicy",
     "FunctionEngine",
     "GenerationRequest",
+    "MergeGroup",
     "NodeId",
+    "NodePlan",
     "NodeRecord",
+    "NodeStatus",
     "OrderPolicy",
     "PacoreError",
-    "PlannedRequest",
+    "Planner",
     "Problem",
     "ProblemId",
     "PromptContext",
@@ -66,12 +74,13 @@ __all__ = [
     "RoleBook",
     "RoleName",
     "Round",
-    "RoundScheduler",
     "RoundSummary",
     "RunConfig",
+    "RunDriver",
     "RunFailedError",
     "RunObserver",
     "RunResult",
+    "RunStats",
     "RunTrace",
     "SamplingParams",
     "Topology",
@@ -84,6 +93,7 @@ __all__ = [
     "builtin_roles",
     "builtin_topologies",
     "derive_seed",
+    "executor_for",
     "from_edges",
     "from_graph",
     "hierarchical",

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._engine import SamplingParams
 from ._references import OrderPolicy
 from ._wrappers import RetryPolicy
 
 FailurePolicy = Literal["fail", "continue"]
+RunMode = Literal["dataflow", "rounds"]
 
 #: The paper's sampling: temperature 1.0, top_p 1.0, generation up to the model limit.
 PACORE_SAMPLING = SamplingParams(temperature=1.0, top_p=1.0)
@@ -27,8 +28,13 @@ class RunConfig(BaseModel):
     - ``merge_identical``: nodes of one round with identical prompts and sampling are sent as one
       request with ``n`` = their count. It saves requests; on vLLM the prefill saving comes from
       prefix caching, which concurrent separate requests get too (see BENCHMARKS.md).
-    - ``max_in_flight`` / ``retry``: ``run`` wraps the engine in a cap and a retry policy; for a
-      cap shared by concurrent runs, wrap the engine yourself and set ``max_in_flight=None``.
+    - ``mode``: ``dataflow`` (default) plans a node as soon as its in-neighbours are applied;
+      ``rounds`` waits for the whole previous round (a barrier per round). Both send the same
+      prompts with the same seeds, so they give the same results; dataflow keeps the engine
+      fuller on graphs that are not all-to-all.
+    - ``retry``: bounded retries of transient engine errors, with back-off that holds no slot.
+      How many sequences run at once is the engine's executor's business (``executor_for``;
+      the window comes from the engine's capacity), shared by every run on that engine.
     - ``max_message_tokens``: cut each reference to this many tokens (keeping its end);
       ``context_reserve_tokens``: tokens kept free for generation when fitting a prompt into the
       engine's context (default: ``sampling.max_tokens``, at most half the context).
@@ -36,12 +42,21 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_knobs(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_in_flight" in data:
+            raise ValueError("max_in_flight was removed: the engine's executor admits sequences in a "
+                             "window shared by every run (set it with executor_for(engine, window=N) "
+                             "or the engine option max_sequences)")
+        return data
+
     sampling: SamplingParams = PACORE_SAMPLING
     seed: int | None = 0
     on_failure: FailurePolicy = "fail"
     order: OrderPolicy = "pacore"
     merge_identical: bool = True
-    max_in_flight: int | None = Field(default=64, ge=1)
+    mode: RunMode = "dataflow"
     retry: RetryPolicy | None = RetryPolicy()
     max_message_tokens: int | None = Field(default=None, gt=0)
     context_reserve_tokens: int | None = Field(default=None, ge=0)

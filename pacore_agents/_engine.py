@@ -126,7 +126,13 @@ TextCallback = Callable[[str], None]
 
 
 class Engine(ABC):
-    """Base class of every engine. Subclasses implement ``generate``; async context manager."""
+    """Base class of every engine. Subclasses implement ``generate``; async context manager.
+
+    ``split_samples``: the executor sends this engine one ``n=1`` request per sample (seeded
+    ``seed + i``) instead of one ``n`` request, so each sample frees its slot when it ends.
+    """
+
+    split_samples: bool = False
 
     @abstractmethod
     async def generate(self, request: GenerationRequest) -> list[Completion]:

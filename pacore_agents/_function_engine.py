@@ -24,9 +24,11 @@ class FunctionEngine(Engine):
     """An engine whose generations come from a Python function."""
 
     def __init__(self, handler: Handler, *, name: str = "function", max_context: int | None = None,
-                 max_sequences: int | None = None):
+                 max_sequences: int | None = None, split_samples: bool = False):
         """``max_sequences``: the capacity this engine reports (the executor's window); None
-        lets the executor use its default."""
+        lets the executor use its default. ``split_samples``: receive one request per sample
+        (see ``Engine.split_samples``)."""
+        self.split_samples = split_samples
         self._handler = handler
         self._name = name
         self._max_context = max_context

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -46,11 +47,11 @@ class Problem(BaseModel):
             raise ValueError("the problem's last user message is empty")
         return value
 
-    @property
+    @cached_property
     def last_user_index(self) -> int:
         return max(i for i, m in enumerate(self.messages) if m.role == "user")
 
-    @property
+    @cached_property
     def statement(self) -> str:
         """The content of the last user message: PaCoRe's ``original_prompt``."""
         return self.messages[self.last_user_index].content

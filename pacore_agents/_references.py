@@ -21,6 +21,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from ._ids import NodeId
@@ -57,12 +58,20 @@ def order_references(
     items = sorted(inputs, key=lambda ref: ref.source)
     if policy == "pacore":
         items.sort(key=lambda ref: len(ref.raw or ""))
-        random.Random(PACORE_SHUFFLE_SEED).shuffle(items)
+        items = [items[i] for i in _pacore_permutation(len(items))]
     elif policy == "seeded":
         random.Random(derive_seed(seed, "order", node)).shuffle(items)
     elif policy != "graph":
         raise ValueError(f"unknown order policy {policy!r}")
     return [ref for ref in items if not ref.empty and ref.message is not None]
+
+
+@cache
+def _pacore_permutation(n: int) -> tuple[int, ...]:
+    """Where a fresh ``random.Random(42).shuffle`` sends n items: it depends on n only."""
+    order = list(range(n))
+    random.Random(PACORE_SHUFFLE_SEED).shuffle(order)
+    return tuple(order)
 
 
 def _water_fill(lengths: Sequence[int], available: int) -> int:

@@ -16,17 +16,17 @@ from typing import Any
 import anyio
 
 from ._config import RunConfig
-from ._engine import Completion, Engine
-from ._errors import ConfigError, RunFailedError
+from ._engine import Completion, Engine, EngineStats
+from ._errors import ConfigError, RunFailedError, unwrap_exception_group
+from ._executor import Executor, executor_for
 from ._ids import NodeId
 from ._logging import get_logger
 from ._messages import ChatMessage, Problem
 from ._roles import Role, RoleBook
-from ._scheduler import RoundScheduler, RunObserver
+from ._scheduler import RunDriver, RunObserver
 from ._specs import load_topology
 from ._topology import Topology
-from ._trace import RoundSummary, RunTrace
-from ._wrappers import ConcurrencyLimitedEngine, RetryingEngine
+from ._trace import TRACE_VERSION, RunStats, RunTrace
 
 log = get_logger("pacore_agents.run")
 
@@ -54,33 +54,29 @@ def resolve_topology(topology: TopologyLike) -> Topology:
     raise ConfigError(f"topology must be a Topology, a built-in name or a spec path, not {type(topology).__name__}")
 
 
-def _wrap(engine: Engine, config: RunConfig) -> Engine:
-    wrapped = engine
-    if config.max_in_flight is not None:
-        wrapped = ConcurrencyLimitedEngine(wrapped, config.max_in_flight)
-    if config.retry is not None:
-        wrapped = RetryingEngine(wrapped, config.retry, seed=config.seed)
-    return wrapped
-
-
-def _trace(sched: RoundScheduler, rounds: list[RoundSummary], started: float, error: str | None,
-           topology: Topology, engine: Engine, config: RunConfig) -> RunTrace:
-    sink = sched.records.get(topology.sink)
-    records = [sched.records[n] for n in sorted(sched.records)]
+def _trace(driver: RunDriver, started: float, error: str | None, engine: Engine, config: RunConfig,
+           stats: RunStats) -> RunTrace:
+    topology = driver.topology
+    sink = driver.records.get(topology.sink)
+    records = [driver.records[n] for n in sorted(driver.records)]
+    failed = any(r.status == "failed" for r in records)
     return RunTrace(
+        version=TRACE_VERSION,
         answer=sink.message if sink is not None and error is None else None,
         sink=str(topology.sink),
         effective_ttc=sum(r.usage.completion_tokens for r in records),
-        degraded=any(r.error for r in records),
+        degraded=failed and error is None,
         error=error,
-        problem=list(sched.problem.messages),
-        problem_id=sched.problem.id,
+        mode=config.mode,
+        problem=list(driver.problem.messages),
+        problem_id=driver.problem.id,
         config=config.model_dump(mode="json"),
         engine=engine.info,
         topology=topology.node_link(),
         topology_name=topology.name,
         nodes=records,
-        rounds=rounds,
+        rounds=driver.summaries,
+        stats=stats,
         started_at=started,
         ended_at=time.time(),
     )
@@ -95,13 +91,18 @@ async def run(
     roles: Mapping[str, Role] | Sequence[Role] | None = None,
     precomputed: Mapping[NodeId, Completion] | None = None,
     observer: RunObserver | None = None,
+    unit: str | None = None,
 ) -> RunResult:
     """Run ``problem`` over ``topology`` on ``engine``; return the sink's answer and the trace.
 
+    Concurrent runs on the same engine object share its executor (``executor_for``): their
+    nodes fill one window of sequences in flight, deeper rounds and earlier runs first.
     ``roles`` adds or replaces roles by name (over the built-ins and the topology's own);
-    ``precomputed`` supplies completions for nodes that must not be sent to the engine.
-    Raises ``RunFailedError`` (with ``.trace``) when a node fails under ``on_failure="fail"``
-    or the sink fails; ``ConfigError`` for bad input, before any request is sent.
+    ``precomputed`` supplies completions for nodes that must not be sent to the engine;
+    ``unit`` labels the run's requests (``RequestMetadata.unit``) and log lines.
+    Raises ``RunFailedError`` (with ``.trace``, every node's ``status`` set) when a node fails
+    under ``on_failure="fail"``, the sink fails, or ``config.timeout`` passes; ``ConfigError``
+    for bad input, before any request is sent. Never an ``ExceptionGroup``.
     """
     if engine is None:
         raise ConfigError("run() needs an engine: e.g. FunctionEngine(handler) or create_engine(EngineOptions())")
@@ -109,49 +110,76 @@ async def run(
     prob = Problem.coerce(problem)
     topo = resolve_topology(topology)
     book = RoleBook({**topo.roles, **_as_mapping(roles)})
-    wrapped = _wrap(engine, config)
-    sched = RoundScheduler(prob, topo, wrapped, config, book, precomputed=precomputed, observer=observer)
-    for node in topo.nodes():  # unknown roles fail before any request is sent
-        sched.role_of(node)
+    executor = executor_for(engine)
+    try:
+        return await _run(prob, topo, engine, executor, config, book, precomputed, observer, unit)
+    except BaseExceptionGroup as group:
+        raise unwrap_exception_group(group) from None
+
+
+async def _run(prob: Problem, topo: Topology, engine: Engine, executor: Executor, config: RunConfig,
+               book: RoleBook, precomputed: Mapping[NodeId, Completion] | None,
+               observer: RunObserver | None, unit: str | None) -> RunResult:
     started = time.time()
-    summaries: list[RoundSummary] = []
     error: str | None = None
-    log.info("run started", problem=prob.id, topology=topo.name, widths=topo.widths)
+    driver: RunDriver | None = None
+    before = None
+    log.info("run started", problem=prob.id, topology=topo.name, widths=topo.widths, unit=unit)
     try:
         with anyio.fail_after(config.timeout):
-            await wrapped.start()
-            for round_ in range(1, topo.num_rounds + 1):
-                plans = sched.plan(round_)
-                if observer is not None:
-                    observer.round_started(round_, len(topo.nodes(round_)), len(plans))
-                result = await sched.execute(plans)
-                summary = sched.apply(round_, plans, result)
-                summaries.append(summary)
-                if observer is not None:
-                    observer.round_finished(summary)
-                if result.first_failure is not None:
-                    error = f"node {result.first_failure} failed: {sched.records[result.first_failure].error}"
-                    break
+            await engine.start()
+            executor.refresh()
+            before = await engine.stats()
+            # roles are resolved (unknown roles fail) before any request is sent
+            driver = RunDriver(prob, topo, executor, config, book, precomputed=precomputed,
+                               observer=observer, unit=unit)
+            await driver.drive()
     except TimeoutError:
-        error = f"the run timed out after {config.timeout}s (round {len(summaries) + 1} was in flight)"
-    sink = sched.records.get(topo.sink)
-    if error is None and (sink is None or sink.error):
+        if driver is None:
+            raise RunFailedError(f"the run timed out after {config.timeout}s while the engine was starting") from None
+        done = sum(1 for r in driver.records.values() if r.status == "ok")
+        error = f"the run timed out after {config.timeout}s ({done} of {len(topo.nodes())} nodes completed)"
+        driver.finish("timed_out", f"timed out: the run's timeout of {config.timeout}s passed before it completed")
+    assert driver is not None
+    if driver.failure is not None:
+        error = f"node {driver.failure} failed: {driver.records[driver.failure].error}"
+        driver.finish("cancelled", f"cancelled: the run failed at node {driver.failure}")
+    sink = driver.records.get(topo.sink)
+    if error is None and (sink is None or sink.status != "ok"):
         error = f"the sink {topo.sink} failed: {sink.error if sink else 'not run'}"
-    trace = _trace(sched, summaries, started, error, topo, engine, config)
-    log.info("run finished", problem=prob.id, effective_ttc=trace.effective_ttc, error=error)
+    after = await engine.stats() if before is not None else None
+    stats = RunStats(
+        wall_seconds=time.time() - started, orchestration_seconds=driver.orchestration,
+        requests=sum(s.requests for s in driver.summaries), unique_prompt_tokens=driver.unique_prompt_tokens,
+        prefill_computed_tokens=_delta(before, after, "prefill_computed_tokens"),
+        prefill_cached_tokens=_delta(before, after, "prefill_cached_tokens"))
+    trace = _trace(driver, started, error, engine, config, stats)
+    log.info("run finished", problem=prob.id, unit=unit, effective_ttc=trace.effective_ttc, error=error,
+             degraded=trace.degraded)
     if error is not None:
         raise RunFailedError(error, trace)
     return RunResult(trace)
+
+
+def _delta(before: EngineStats | None, after: EngineStats | None, name: str) -> int | None:
+    a = getattr(before, name, None) if before is not None else None
+    b = getattr(after, name, None) if after is not None else None
+    return None if a is None or b is None else b - a
 
 
 def run_sync(problem: ProblemLike, topology: TopologyLike = "pacore-low", engine: Engine | None = None,
              **kwargs: Any) -> RunResult:
     """The synchronous twin of ``run`` (starts its own event loop)."""
 
-    async def main() -> RunResult:
-        return await run(problem, topology, engine, **kwargs)
+    box: list[RunResult] = []
 
-    return anyio.run(main)
+    async def main() -> None:
+        # the main task returns None: asyncio's runner reprs a finished main task (and with it
+        # its result) when it restores the SIGINT handler, which costs seconds for a big trace
+        box.append(await run(problem, topology, engine, **kwargs))
+
+    anyio.run(main)
+    return box[0]
 
 
 def _as_mapping(roles: Mapping[str, Role] | Sequence[Role] | None) -> dict[str, Role]:

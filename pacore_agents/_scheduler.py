@@ -1,15 +1,23 @@
-"""The round scheduler: plan / execute / apply per round (a Pregel superstep).
+"""Driving one run: plan / execute / apply per node, as soon as the node's inputs are applied.
 
-- plan(r): every node of round r builds its prompt from the messages APPLIED in round r-1
-  (a message written in round r is visible only in round r+1). Nodes with identical prompts
-  and sampling form one request with n = their count. Plans are made in sorted node order.
-- execute(r): the requests run concurrently in one task group; results are buffered, not
-  applied. Under ``on_failure="fail"`` the first failure cancels the round's other requests.
-- apply(r): results are written in sorted node order, so the state after a round does not
-  depend on completion order.
-
-Seeds derive from (run seed, problem id, first node of the request, n): deterministic.
-Every request runs inside the caller's cancel scope: cancelling the run cancels them all.
+- **Readiness.** ``dataflow`` (default): a node is planned when all of its in-neighbours are
+  applied, so ring, hierarchical and custom graphs never wait for unrelated nodes (all-to-all
+  rounds still wait for their whole previous round: their inputs say so). ``rounds``: a node is
+  planned when its whole previous round is applied (a barrier per round).
+- **Plan** is pure (``_plan``); **apply** writes a node's record once, from its plan and its
+  outcome. A message is visible only to nodes planned after it is applied.
+- **The n-merge.** Nodes of one round with the same in-neighbours and role form a merge group
+  (they become ready together); within it, nodes whose prompts and sampling are equal form one
+  request with ``n`` = their count and one seed (sample i: seed + i). Both modes use the same
+  groups, so they send the same prompts with the same seeds: results are identical.
+- **Determinism.** Seeds derive from (run seed, problem id, first node of the request, n); a
+  node's prompt depends only on its inputs' records; records are listed in sorted order. Nothing
+  depends on completion order.
+- **Execution** goes through the engine's shared ``Executor`` (admission by sequences, priority:
+  deeper rounds, earlier runs, node order; retries with back-off outside the window).
+- **Failures.** ``on_failure="fail"``: the first failed node cancels the run's other work;
+  ``continue``: the failure is recorded and dependents go on without that message. Nodes that
+  never completed are marked ``cancelled`` or ``timed_out`` (``finish``).
 """
 
 from __future__ import annotations
@@ -20,255 +28,316 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
+import anyio.abc
 
 from ._config import RunConfig
-from ._engine import Completion, Engine, GenerationRequest, RequestMetadata, SamplingParams
+from ._engine import Completion, GenerationRequest, RequestMetadata, SamplingParams
 from ._errors import ConfigError, EngineError
-from ._ids import NodeId
+from ._executor import Executor, Job, Slots, Ticket, engine_priority, priority_key
+from ._ids import NodeId, ProblemId, Round
 from ._logging import get_logger
 from ._messages import ChatMessage, Problem
-from ._references import Reference, derive_seed, fit_references, order_references
-from ._roles import PromptContext, Role, RoleBook, default_role
+from ._plan import NodePlan, Planner
+from ._references import derive_seed
+from ._roles import RoleBook
 from ._topology import Topology
-from ._trace import NodeRecord, RoundSummary
+from ._trace import NodeRecord, NodeStatus, RoundSummary, new_record
 
 log = get_logger("pacore_agents.scheduler")
 
-#: tokens added per chat message by a chat template, and per reference by the synthesis template
-_MESSAGE_OVERHEAD = 8
-_REFERENCE_OVERHEAD = 8
-
-#: requests are merged when prompt and sampling are equal; a node that must not merge adds itself
-_GroupKey = tuple[tuple[ChatMessage, ...], SamplingParams, NodeId | None]
+#: nodes whose prompts are equal merge; a node that must not merge adds itself to the key
+_RequestKey = tuple[tuple[ChatMessage, ...], SamplingParams, NodeId | None]
 
 
 class RunObserver(Protocol):
-    """Progress callbacks; called on the event loop, must not block."""
+    """Progress callbacks; called on the event loop, must not block. An observer may also define
+    ``sink_text(delta: str) -> None`` to receive the sink's text as the engine generates it."""
 
-    def round_started(self, round_: int, nodes: int, requests: int) -> None: ...
+    def round_started(self, round_: int, nodes: int, requests: int) -> None:
+        """The round's first node is planned (``requests``: requests planned with it)."""
 
     def request_finished(self, round_: int, nodes: int, completion_tokens: int, failed: bool) -> None:
-        """A request is done (live progress; its results are not applied yet)."""
+        """A request is done (live progress)."""
 
     def node_finished(self, record: NodeRecord) -> None:
-        """A node's record is final (called in apply, in sorted order)."""
+        """A node's record is final."""
 
-    def round_finished(self, summary: RoundSummary) -> None: ...
+    def round_finished(self, summary: RoundSummary) -> None:
+        """Every node of the round is final."""
 
 
 @dataclass(frozen=True)
-class PlannedRequest:
-    """One engine request serving ``nodes`` (sample i goes to ``nodes[i]``)."""
+class MergeGroup:
+    """Nodes of one round with the same in-neighbours and role: they become ready together."""
 
-    index: int
+    round: int
     nodes: tuple[NodeId, ...]
-    request: GenerationRequest
+
+
+def merge_groups(topology: Topology, planner: Planner) -> list[MergeGroup]:
+    """The run's merge groups, in sorted order of their first node."""
+    groups: dict[tuple[int, tuple[NodeId, ...], str], list[NodeId]] = {}
+    for node in topology.nodes():
+        key = (node.round, tuple(topology.inputs(node)), planner.role_of(node).name)
+        groups.setdefault(key, []).append(node)
+    return [MergeGroup(key[0], tuple(nodes)) for key, nodes in groups.items()]
 
 
 @dataclass
-class RoundResult:
-    """Buffered outcomes of a round's requests, keyed by request index."""
+class _Request:
+    """One logical request: ``plans[i]`` is sample i."""
 
-    completions: dict[int, list[Completion]] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
-    attempts: dict[int, int] = field(default_factory=dict)
-    times: dict[int, tuple[float, float]] = field(default_factory=dict)
-    first_failure: NodeId | None = None
+    index: int
+    plans: list[NodePlan]
+    seed: int | None
+    sampling: SamplingParams
 
 
-class RoundScheduler:
-    """Runs one problem over one topology. Holds the applied state: ``records`` and ``raw``."""
+@dataclass
+class _RoundState:
+    left: int
+    requests: int = 0
+    started: bool = False
+    summary: RoundSummary | None = None
+    times: list[tuple[float, float]] = field(default_factory=list)
 
-    def __init__(
-        self,
-        problem: Problem,
-        topology: Topology,
-        engine: Engine,
-        config: RunConfig,
-        roles: RoleBook,
-        *,
-        precomputed: Mapping[NodeId, Completion] | None = None,
-        observer: RunObserver | None = None,
-    ) -> None:
-        self.problem = problem
-        self.topology = topology
-        self.engine = engine
-        self.config = config
-        self.roles = roles
+
+class RunDriver:
+    """One run of one problem over one topology on a shared executor (see the module doc)."""
+
+    def __init__(self, problem: Problem, topology: Topology, executor: Executor, config: RunConfig,
+                 roles: RoleBook, *, precomputed: Mapping[NodeId, Completion] | None = None,
+                 observer: RunObserver | None = None, unit: str | None = None) -> None:
+        self.problem, self.topology, self.executor, self.config = problem, topology, executor, config
+        self.planner = Planner(problem, topology, executor.engine, config, roles)
         self.precomputed = dict(precomputed or {})
         self.observer = observer
-        self.records: dict[NodeId, NodeRecord] = {}
-        self.raw: dict[NodeId, str | None] = {}
-        self._request_counter = 0
+        self.unit = unit
         unknown = sorted(set(self.precomputed) - set(topology.graph.nodes))
         if unknown:
             raise ConfigError(f"precomputed completion for node {unknown[0]}, which is not in the topology")
+        self.groups = merge_groups(topology, self.planner)  # also checks every role exists
+        self.records: dict[NodeId, NodeRecord] = {}
+        self.plans: dict[NodeId, NodePlan] = {}
+        self.sent: dict[NodeId, float] = {}
+        self.failure: NodeId | None = None
+        self.orchestration = 0.0
+        self.unique_prompt_tokens = 0
+        self._requests = 0
+        self._run_seq = executor.new_run()
+        self._rounds = [_RoundState(left=w) for w in topology.widths]
+        self._pending: dict[int, int] = {}
+        self._waiting_node: dict[NodeId, list[int]] = {}
+        self._waiting_round: dict[int, list[int]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._tickets: list[Ticket] = []
+        self._left = len(topology.nodes())
+        self._done = anyio.Event()
 
-    def role_of(self, node: NodeId) -> Role:
-        name = self.topology.role_of(node) or default_role(node, self.topology.sink)
-        return self.roles.get(name, node)
+    @property
+    def summaries(self) -> list[RoundSummary]:
+        return [s.summary for s in self._rounds if s.summary is not None]
 
-    # ---- plan -------------------------------------------------------------------------
-    def _prompt(self, node: NodeId, role: Role, record: NodeRecord, sampling: SamplingParams) -> tuple[ChatMessage, ...]:
-        inputs = [
-            Reference(src, self.raw.get(src), self.records[src].message) for src in self.topology.inputs(node)
-        ]
-        ordered = order_references(inputs, self.config.order, seed=self.config.seed, node=node)
-        record.inputs = [str(ref.source) for ref in ordered]
-        record.missing_inputs = [str(ref.source) for ref in inputs if self.records[ref.source].error]
-        ctx = PromptContext(self.problem, node, self.topology.num_rounds, [])
-        available = self._available_tokens(role, ctx, sampling, len(ordered))
-        extra = 0
-        for _ in range(4):
-            messages, cuts = fit_references(
-                ordered,
-                count=self.engine.count_tokens,
-                truncate=self.engine.truncate_tokens,
-                max_message_tokens=self.config.max_message_tokens,
-                available_tokens=None if available is None else available - extra,
-            )
-            ctx = PromptContext(self.problem, node, self.topology.num_rounds, messages)
-            prompt = role.build_prompt(ctx)
-            over = self._overflow(prompt, sampling)
-            if over <= 0 or not ordered:
-                break
-            extra += over
-        record.truncations = cuts
-        return prompt
+    # ---- readiness ---------------------------------------------------------------------
+    async def drive(self) -> None:
+        """Run every node; returns when all are applied or the run failed (``failure``)."""
+        rounds_mode = self.config.mode == "rounds"
+        ready: list[int] = []
+        for i, group in enumerate(self.groups):
+            if group.round == 1:
+                ready.append(i)
+            elif rounds_mode:
+                self._pending[i] = 1
+                self._waiting_round.setdefault(group.round - 1, []).append(i)
+            else:
+                deps = self.topology.inputs(group.nodes[0])
+                self._pending[i] = len(deps)
+                for dep in deps:
+                    self._waiting_node.setdefault(dep, []).append(i)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                # queued work is not a task: keep the group open until every node is applied
+                tg.start_soon(self._done.wait)
+                for i in ready:
+                    self._ready(i)
+        finally:
+            self.executor.withdraw(self._tickets)
 
-    def _reserve(self, sampling: SamplingParams, context: int) -> int:
-        if self.config.context_reserve_tokens is not None:
-            return self.config.context_reserve_tokens
-        return min(sampling.max_tokens or context // 4, context // 2)
+    def _release(self, waiting: list[int] | None) -> None:
+        for i in waiting or ():
+            self._pending[i] -= 1
+            if self._pending[i] == 0:
+                self._ready(i)
 
-    def _prompt_tokens(self, prompt: tuple[ChatMessage, ...]) -> int:
-        return sum(self.engine.count_tokens(m.content) + _MESSAGE_OVERHEAD for m in prompt)
-
-    def _available_tokens(self, role: Role, ctx: PromptContext, sampling: SamplingParams, n_refs: int) -> int | None:
-        context = self.engine.info.max_context
-        if context is None:
-            return None
-        base = self._prompt_tokens(role.build_prompt(ctx))
-        return context - self._reserve(sampling, context) - base - n_refs * _REFERENCE_OVERHEAD
-
-    def _overflow(self, prompt: tuple[ChatMessage, ...], sampling: SamplingParams) -> int:
-        context = self.engine.info.max_context
-        if context is None:
-            return 0
-        return self._prompt_tokens(prompt) + self._reserve(sampling, context) - context
-
-    def plan(self, round_: int) -> list[PlannedRequest]:
-        """Build the prompts of round ``round_`` and group identical ones (sorted order)."""
-        groups: dict[_GroupKey, tuple[SamplingParams, list[NodeId]]] = {}
-        for node in self.topology.nodes(round_):
-            role = self.role_of(node)
-            sampling = self.config.sampling.merged(role.sampling)
-            record = NodeRecord(id=str(node), round=node.round, agent=node.agent, role=role.name)
-            self.records[node] = record
-            prompt = self._prompt(node, role, record, sampling)
-            record.prompt = list(prompt)
+    # ---- plan --------------------------------------------------------------------------
+    def _ready(self, index: int) -> None:
+        """Plan a ready merge group and submit its requests (precomputed nodes apply at once)."""
+        t0 = time.perf_counter()
+        group = self.groups[index]
+        requests: dict[_RequestKey, list[NodePlan]] = {}
+        now_applied: list[NodePlan] = []
+        for node in group.nodes:
+            plan = self.planner.plan(node, self.records)
+            self.plans[node] = plan
             if node in self.precomputed:
+                now_applied.append(plan)
                 continue
-            solo = None if self.config.merge_identical and sampling.seed is None else node
-            key = (prompt, sampling, solo)
-            groups.setdefault(key, (sampling, []))[1].append(node)
-        plans = []
-        for sampling, nodes in groups.values():
+            solo = None if self.config.merge_identical and plan.sampling.seed is None else node
+            requests.setdefault((plan.prompt, plan.sampling, solo), []).append(plan)
+        state = self._rounds[group.round - 1]
+        state.requests += len(requests)
+        if not state.started:
+            state.started = True
+            if self.observer is not None:
+                self.observer.round_started(group.round, len(self.topology.nodes(group.round)), len(requests))
+        for (_, sampling, _), plans in requests.items():
             seed = sampling.seed
             if self.config.seed is not None and seed is None:
-                seed = derive_seed(self.config.seed, self.problem.id, nodes[0], len(nodes))
-            request = GenerationRequest(
-                messages=tuple(self.records[nodes[0]].prompt),
-                n=len(nodes),
-                sampling=sampling.model_copy(update={"seed": seed}),
-                metadata=RequestMetadata(problem_id=self.problem.id, round=nodes[0].round, nodes=tuple(nodes)),
-            )
-            plans.append(PlannedRequest(self._request_counter, tuple(nodes), request))
-            self._request_counter += 1
-        return plans
+                seed = derive_seed(self.config.seed, self.problem.id, plans[0].node, len(plans))
+            self._submit(_Request(self._requests, plans, seed, sampling))
+            self._requests += 1
+        self._account(t0)
+        for plan in now_applied:
+            self._apply(plan, self.precomputed[plan.node], None, precomputed=True)
 
-    # ---- execute ----------------------------------------------------------------------
-    async def execute(self, plans: list[PlannedRequest]) -> RoundResult:
-        """Run the requests concurrently; buffer their outcomes."""
-        result = RoundResult()
-        fail_fast = self.config.on_failure == "fail"
+    def _account(self, t0: float) -> None:
+        spent = time.perf_counter() - t0
+        self.orchestration += spent
+        self.executor.add_orchestration(spent)
 
-        async def one(plan: PlannedRequest, tg: anyio.abc.TaskGroup) -> None:
-            start = time.time()
+    def _engine_request(self, req: _Request, plans: list[NodePlan], first: int, key: tuple[int, ...]) -> GenerationRequest:
+        seed = None if req.seed is None else req.seed + first
+        node = plans[0].node
+        # built from validated parts without re-validation: one per request, on the hot path
+        return GenerationRequest.model_construct(
+            messages=plans[0].prompt, n=len(plans), sampling=req.sampling.model_copy(update={"seed": seed}),
+            metadata=RequestMetadata.model_construct(
+                problem_id=ProblemId(self.problem.id), round=Round(node.round), nodes=tuple(p.node for p in plans),
+                unit=self.unit, priority=engine_priority(key)))
+
+    def _submit(self, req: _Request) -> None:
+        assert self._tg is not None
+        first = req.plans[0].node
+        if self.executor.split and len(req.plans) > 1:
+            for i, plan in enumerate(req.plans):
+                key = priority_key(first.round, self._run_seq, first.agent, i)
+                self._tickets.append(self.executor.submit(self._tg, key, 1, self._job(req, [plan], i, key)))
+        else:
+            key = priority_key(first.round, self._run_seq, first.agent)
+            self._tickets.append(self.executor.submit(self._tg, key, len(req.plans), self._job(req, req.plans, 0, key)))
+
+    # ---- execute -----------------------------------------------------------------------
+    def _job(self, req: _Request, plans: list[NodePlan], first: int, key: tuple[int, ...]) -> Job:
+        async def job(slots: Slots) -> None:
+            request = self._engine_request(req, plans, first, key)
+            sink = self.topology.sink
+            on_text = getattr(self.observer, "sink_text", None) if plans[0].node == sink else None
+            started = time.time()
+            for plan in plans:
+                self.sent[plan.node] = started
             try:
-                completions = await self.engine.generate(plan.request)
-                if len(completions) != plan.request.n:
-                    raise EngineError(f"engine returned {len(completions)} samples for n={plan.request.n}")
+                out = await self.executor.generate(request, key=key, retry=self.config.retry, slots=slots,
+                                                   on_text=on_text)
             except EngineError as exc:
-                result.errors[plan.index] = exc.describe()
-                result.attempts[plan.index] = exc.attempts
-                log.warning("node failed", nodes=[str(n) for n in plan.nodes], error=exc.describe())
-                if fail_fast and result.first_failure is None:
-                    result.first_failure = plan.nodes[0]
-                    tg.cancel_scope.cancel()
-            else:
-                result.completions[plan.index] = completions
-            finally:
-                result.times[plan.index] = (start, time.time())
+                ended = time.time()
+                log.warning("node failed", problem=self.problem.id, unit=self.unit,
+                            nodes=[str(p.node) for p in plans], error=exc.describe())
+                for i, plan in enumerate(plans):
+                    self._apply(plan, None, exc, req=req, sample=first + i, times=(started, ended))
+                if self.observer is not None:
+                    self.observer.request_finished(plans[0].node.round, len(plans), 0, True)
+                return
+            ended = time.time()
+            if first == 0:
+                self.unique_prompt_tokens += out[0].usage.prompt_tokens
+            for i, (plan, completion) in enumerate(zip(plans, out, strict=True)):
+                self._apply(plan, completion, None, req=req, sample=first + i, times=(started, ended))
             if self.observer is not None:
-                tokens = sum(c.usage.completion_tokens for c in result.completions.get(plan.index, []))
-                self.observer.request_finished(plan.request.metadata.round or 0, len(plan.nodes), tokens,
-                                               plan.index in result.errors)
+                tokens = sum(c.usage.completion_tokens for c in out)
+                self.observer.request_finished(plans[0].node.round, len(plans), tokens, False)
+        return job
 
-        async with anyio.create_task_group() as tg:
-            for plan in plans:
-                tg.start_soon(one, plan, tg)
-        if result.first_failure is not None:
-            for plan in plans:
-                if plan.index not in result.completions and plan.index not in result.errors:
-                    result.errors[plan.index] = f"cancelled: the run failed at node {result.first_failure}"
-                    result.attempts[plan.index] = 0
-        return result
-
-    # ---- apply ------------------------------------------------------------------------
-    def _apply_completion(self, node: NodeId, completion: Completion) -> None:
-        record = self.records[node]
-        record.content = completion.content
-        record.reasoning = completion.reasoning
-        record.message = self.role_of(node).compact(completion)
-        record.finish_reason = completion.finish_reason
-        record.usage = completion.usage
-        record.attempts = completion.attempts
-        record.notes.update(completion.notes)
-        self.raw[node] = completion.content
-
-    def apply(self, round_: int, plans: list[PlannedRequest], result: RoundResult) -> RoundSummary:
-        """Write the round's outcomes in sorted node order; return the round's summary."""
-        by_node: dict[NodeId, tuple[PlannedRequest, int]] = {}
-        for plan in plans:
-            for i, node in enumerate(plan.nodes):
-                by_node[node] = (plan, i)
-        for node in self.topology.nodes(round_):
-            record = self.records[node]
-            if node in self.precomputed:
-                self._apply_completion(node, self.precomputed[node])
+    # ---- apply -------------------------------------------------------------------------
+    def _apply(self, plan: NodePlan, completion: Completion | None, error: EngineError | None, *,
+               req: _Request | None = None, sample: int = 0, times: tuple[float, float] | None = None,
+               precomputed: bool = False) -> None:
+        """Write the node's record once; release the nodes waiting for it."""
+        t0 = time.perf_counter()
+        node = plan.node
+        record = plan.record()
+        if req is not None:
+            record.request, record.request_n = req.index, len(req.plans)
+            record.seed = None if req.seed is None else req.seed + sample
+        if times is not None:
+            record.started_at, record.ended_at = times
+        if completion is not None:
+            record.status = "ok"
+            record.content = completion.content
+            record.reasoning = completion.reasoning
+            record.message = plan.role.compact(completion)
+            record.finish_reason = completion.finish_reason
+            record.usage = completion.usage
+            record.attempts = completion.attempts
+            record.notes.update(completion.notes)
+            if precomputed:
                 record.notes["precomputed"] = True
-            else:
-                plan, i = by_node[node]
-                record.request, record.request_n, record.seed = plan.index, plan.request.n, plan.request.sampling.seed
-                record.started_at, record.ended_at = result.times.get(plan.index, (None, None))
-                if plan.index in result.completions:
-                    self._apply_completion(node, result.completions[plan.index][i])
-                else:
-                    record.error = result.errors[plan.index]
-                    record.attempts = result.attempts.get(plan.index, 0)
-                    self.raw[node] = None
+        else:
+            assert error is not None
+            record.status = "failed"
+            record.error = error.describe()
+            record.attempts = error.attempts
+        self.records[node] = record
+        self.sent.pop(node, None)
+        if self.observer is not None:
+            self.observer.node_finished(record)
+        self._account(t0)
+        if record.status == "failed" and self.config.on_failure == "fail":
+            if self.failure is None:
+                self.failure = node
+                assert self._tg is not None
+                self._tg.cancel_scope.cancel()
+            return
+        self._finalized(node)
+
+    def _finalized(self, node: NodeId) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._done.set()
+        state = self._rounds[node.round - 1]
+        state.left -= 1
+        if state.left == 0:
+            state.summary = self._summary(node.round)
             if self.observer is not None:
-                self.observer.node_finished(record)
-        times = list(result.times.values())
+                self.observer.round_finished(state.summary)
+            self._release(self._waiting_round.pop(node.round, None))
+        self._release(self._waiting_node.pop(node, None))
+
+    def _summary(self, round_: int) -> RoundSummary:
+        records = [self.records[n] for n in self.topology.nodes(round_) if n in self.records]
+        starts = [r.started_at for r in records if r.started_at is not None]
+        ends = [r.ended_at for r in records if r.ended_at is not None]
         now = time.time()
-        round_records = [self.records[n] for n in self.topology.nodes(round_)]
-        return RoundSummary(
-            round=round_,
-            nodes=len(round_records),
-            requests=len(plans),
-            failed=sum(1 for r in round_records if r.error),
-            completion_tokens=sum(r.usage.completion_tokens for r in round_records),
-            started_at=min((t[0] for t in times), default=now),
-            ended_at=max((t[1] for t in times), default=now),
-        )
+        return RoundSummary(round=round_, nodes=len(records), requests=self._rounds[round_ - 1].requests,
+                            failed=sum(1 for r in records if r.status != "ok"),
+                            completion_tokens=sum(r.usage.completion_tokens for r in records),
+                            started_at=min(starts, default=now), ended_at=max(ends, default=now))
+
+    # ---- the end -----------------------------------------------------------------------
+    def finish(self, status: NodeStatus, reason: str) -> None:
+        """Record every node that did not complete as ``status`` with ``reason``."""
+        for node in self.topology.nodes():
+            if node in self.records:
+                continue
+            plan = self.plans.get(node)
+            if plan is None:
+                record = new_record(node, self.planner.role_of(node).name)
+            else:
+                record = plan.record()
+            record.status = status
+            record.error = reason
+            record.started_at = self.sent.get(node)
+            self.records[node] = record
+        for i, state in enumerate(self._rounds):
+            if state.summary is None and state.started:
+                state.summary = self._summary(i + 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
@@ -39,27 +40,53 @@ class Topology:
     def __post_init__(self) -> None:
         validate(self.graph)
 
+    # The graph is never mutated after validation (builders copy it), so the derived views
+    # below are computed once: a run asks for them once per node.
+    @cached_property
+    def _by_round(self) -> tuple[tuple[NodeId, ...], ...]:
+        nodes: Iterable[NodeId] = self.graph.nodes
+        ordered = sorted(nodes)
+        rounds: list[list[NodeId]] = [[] for _ in range(ordered[-1].round)]
+        for node in ordered:
+            rounds[node.round - 1].append(node)
+        return tuple(tuple(r) for r in rounds)
+
+    @cached_property
+    def _inputs(self) -> dict[NodeId, tuple[NodeId, ...]]:
+        return {n: tuple(sorted(self.graph.predecessors(n))) for n in self.graph.nodes}
+
+    @cached_property
+    def _outputs(self) -> dict[NodeId, tuple[NodeId, ...]]:
+        return {n: tuple(sorted(self.graph.successors(n))) for n in self.graph.nodes}
+
     @property
     def widths(self) -> list[int]:
         """Nodes per round, round 1 first (the sink's round included)."""
-        return widths_of(self.graph)
+        return [len(r) for r in self._by_round]
 
     @property
     def num_rounds(self) -> int:
-        return len(self.widths)
+        return len(self._by_round)
 
     @property
     def sink(self) -> NodeId:
-        return NodeId.of(self.num_rounds, 0)
+        return self._by_round[-1][0]
 
     def nodes(self, round_: int | None = None) -> list[NodeId]:
         """Nodes in sorted order, optionally of one round."""
-        nodes: Iterable[NodeId] = self.graph.nodes
-        return sorted(n for n in nodes if round_ is None or n.round == round_)
+        if round_ is None:
+            return [n for r in self._by_round for n in r]
+        if 1 <= round_ <= len(self._by_round):
+            return list(self._by_round[round_ - 1])
+        return []
 
     def inputs(self, node: NodeId) -> list[NodeId]:
         """The node's in-neighbours, in sorted (graph) order."""
-        return sorted(self.graph.predecessors(node))
+        return list(self._inputs[node])
+
+    def outputs(self, node: NodeId) -> list[NodeId]:
+        """The node's out-neighbours, in sorted (graph) order."""
+        return list(self._outputs[node])
 
     def role_of(self, node: NodeId) -> RoleName | None:
         role = self.graph.nodes[node].get(ROLE_ATTR)

@@ -1,17 +1,24 @@
 """The trace of a run: what each node received, sent and spent. JSON via pydantic.
 
-Contract: ``nodes`` are in sorted ``NodeId`` order; ``inputs`` lists in-neighbour ids in the
-order their messages appear in the prompt; ``effective_ttc`` is the sum of completion tokens
-over all nodes of all rounds (the paper's effective test-time compute).
+Contract: ``nodes`` are in sorted ``NodeId`` order, one record per node of the topology;
+``inputs`` lists in-neighbour ids in the order their messages appear in the prompt;
+``effective_ttc`` is the sum of completion tokens over all nodes of all rounds (the paper's
+effective test-time compute). A node's ``status`` says how it ended: ``ok``, ``failed`` (the
+engine failed it after retries), ``cancelled`` (the run failed elsewhere first) or
+``timed_out`` (the run's timeout hit before it completed).
+
+Format version 2 added ``status``, ``mode`` and ``stats``; version-1 traces (no ``version``
+field) load with ``status`` derived from ``error``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ._engine import EngineInfo, Usage
+from ._ids import NodeId
 from ._messages import ChatMessage
 
 
@@ -21,6 +28,10 @@ class Truncation(BaseModel):
     source: str
     original_tokens: int
     kept_tokens: int
+
+
+NodeStatus = Literal["ok", "failed", "cancelled", "timed_out"]
+TRACE_VERSION = 2
 
 
 class NodeRecord(BaseModel):
@@ -37,12 +48,14 @@ class NodeRecord(BaseModel):
     reasoning: str | None = None
     message: str | None = None
     finish_reason: str | None = None
-    usage: Usage = Usage()
+    usage: Usage = Field(default_factory=Usage)
     error: str | None = None
+    status: NodeStatus | None = Field(default=None, description="None only in version-1 traces")
     attempts: int = 0
     request: int | None = Field(default=None, description="index of the engine request (n-merge groups share one)")
     request_n: int = 1
-    seed: int | None = None
+    seed: int | None = Field(default=None, description="this sample's seed: the request's seed plus the "
+                             "sample's index in an n-merged request (as vLLM seeds n children)")
     truncations: list[Truncation] = Field(default_factory=list)
     notes: dict[str, Any] = Field(default_factory=dict)
     started_at: float | None = None
@@ -51,6 +64,26 @@ class NodeRecord(BaseModel):
     @property
     def ok(self) -> bool:
         return self.error is None and self.content is not None
+
+    @property
+    def outcome(self) -> NodeStatus:
+        """``status``, derived from ``error`` for version-1 traces."""
+        if self.status is not None:
+            return self.status
+        return "ok" if self.ok else "failed"
+
+
+_RECORD_DEFAULTS = {name: f.get_default(call_default_factory=True) for name, f in NodeRecord.model_fields.items()
+                    if not f.is_required()}
+
+
+def new_record(node: NodeId, role: str, **fields: Any) -> NodeRecord:
+    """A record built from trusted values without re-validating them (a run creates one per
+    node: this is on the hot path). ``fields`` must already have the declared types."""
+    values = {**{k: (v.copy() if isinstance(v, (list, dict)) else v) for k, v in _RECORD_DEFAULTS.items()},
+              "id": str(node), "round": node.round, "agent": node.agent, "role": role, **fields}
+    values["usage"] = fields.get("usage") or Usage()
+    return NodeRecord.model_construct(**values)
 
 
 class RoundSummary(BaseModel):
@@ -63,14 +96,34 @@ class RoundSummary(BaseModel):
     ended_at: float
 
 
+class RunStats(BaseModel):
+    """Where a run's time went, and the prefill it caused where the engine reports it.
+
+    ``orchestration_seconds``: this run's own planning and applying (the framework's overhead);
+    ``unique_prompt_tokens``: prompt tokens of its distinct prompts (siblings counted once);
+    ``prefill_computed_tokens`` / ``prefill_cached_tokens``: the engine's counters over the run
+    (they include concurrent runs' work on a shared engine: exact for a run alone).
+    """
+
+    wall_seconds: float
+    orchestration_seconds: float
+    requests: int
+    unique_prompt_tokens: int
+    prefill_computed_tokens: int | None = None
+    prefill_cached_tokens: int | None = None
+
+
 class RunTrace(BaseModel):
     """The whole run. ``answer`` is the sink's message (None if the run failed)."""
 
+    version: int = Field(default=1, description="trace format version (2 since status/mode/stats)")
     answer: str | None
     sink: str
     effective_ttc: int
-    degraded: bool = Field(default=False, description="some node failed and the run continued")
+    degraded: bool = Field(default=False, description="a node failed and the run went on without its "
+                           "message (on_failure='continue'), and the run completed")
     error: str | None = None
+    mode: str | None = Field(default=None, description="dataflow or rounds")
     problem: list[ChatMessage]
     problem_id: str
     config: dict[str, Any]
@@ -79,6 +132,7 @@ class RunTrace(BaseModel):
     topology_name: str
     nodes: list[NodeRecord]
     rounds: list[RoundSummary] = Field(default_factory=list)
+    stats: RunStats | None = None
     started_at: float
     ended_at: float
 

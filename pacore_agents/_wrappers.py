@@ -45,6 +45,10 @@ class EngineWrapper(Engine):
     def info(self) -> EngineInfo:
         return self.inner.info
 
+    @property
+    def split_samples(self) -> bool:  # type: ignore[override]
+        return self.inner.split_samples
+
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 

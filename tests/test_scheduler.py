@@ -186,7 +186,10 @@ def test_retries_are_bounded_and_fail_the_run_by_default() -> None:
     assert handler.calls["r2.a1"] == 3
     trace = info.value.trace
     assert trace.node("r2.a1").error and "status=503" in trace.node("r2.a1").error
-    assert trace.answer is None and "r3.a0" not in {n.id for n in trace.nodes}
+    assert trace.answer is None and not trace.degraded
+    assert trace.node("r2.a1").status == "failed"
+    assert trace.node("r3.a0").status == "cancelled" and trace.node("r3.a0").content is None
+    assert {n.id for n in trace.nodes} == {str(n) for n in ring(3, 2).nodes()}
 
 
 def test_permanent_errors_are_not_retried() -> None:
@@ -201,6 +204,8 @@ def test_continue_policy_records_and_degrades() -> None:
     trace = run_topology(ring(4, 2), RunConfig(**SOLO, on_failure="continue"), handler)
     assert trace.degraded and trace.answer is not None
     assert trace.node("r1.a2").error and "attempts=1" in trace.node("r1.a2").error
+    assert trace.node("r1.a2").status == "failed"
+    assert all(n.status == "ok" for n in trace.nodes if n.id != "r1.a2")
     for hearer in ("r2.a1", "r2.a2", "r2.a3"):
         rec = trace.node(hearer)
         assert "r1.a2" not in rec.inputs and rec.missing_inputs == ["r1.a2"]
@@ -242,10 +247,16 @@ def test_run_timeout_records_a_failed_trace() -> None:
 
     with pytest.raises(RunFailedError, match="timed out") as info:
         run_topology(all_to_all([2]), RunConfig(timeout=0.2), slow)
-    assert info.value.trace.node("r1.a0").prompt
+    trace = info.value.trace
+    assert trace.node("r1.a0").prompt and not trace.degraded
+    for node in trace.nodes:  # every node says how it ended: none looks like a silent success
+        assert node.status == "timed_out" and node.error and "timed out" in node.error
+        assert node.content is None
+    assert trace.node("r1.a0").started_at is not None  # it was in flight
+    assert trace.node("r2.a0").prompt == []  # never planned: its inputs never arrived
 
 
-def test_max_in_flight_caps_requests() -> None:
+def test_engine_capacity_caps_sequences_in_flight() -> None:
     live = 0
     peak = 0
 
@@ -257,8 +268,14 @@ def test_max_in_flight_caps_requests() -> None:
         live -= 1
         return [node_text(n) for n in request.metadata.nodes]
 
-    run_topology(ring(8, 1), RunConfig(max_in_flight=3, merge_identical=False), counting)
+    engine = FunctionEngine(counting, max_sequences=3)
+    anyio.run(lambda: run("Q?", ring(8, 1), engine, config=RunConfig(merge_identical=False)))
     assert peak == 3
+
+
+def test_removed_max_in_flight_says_what_to_do() -> None:
+    with pytest.raises(ValueError, match="max_in_flight was removed.*window"):
+        RunConfig(max_in_flight=3)  # type: ignore[call-arg]
 
 
 def test_custom_role_and_sampling_override() -> None:

@@ -1,15 +1,20 @@
 """Running a study: every arm on every problem, ``samples`` times, resumably.
 
 Contract:
-- One engine for all arms (``create_engine(spec.engine)`` unless one is passed), wrapped once
-  in ``ConcurrencyLimitedEngine`` (``max_in_flight``) and ``RetryingEngine`` (``retry``).
-- Problems run concurrently in a task group, at most ``concurrency`` at a time; all pending
-  (arm, sample) units of a problem run concurrently. Cancelling the caller cancels everything.
+- One engine for all arms (``create_engine(spec.engine)`` unless one is passed) and its one
+  ``Executor``: every node of every unit in flight sits in one queue, admitted by sequences up
+  to the engine's capacity, deeper rounds and earlier-started units first.
+- Units (arm, problem, sample) start in problem order while the executor has room (fewer than
+  a window of sequences waiting), so the engine stays full and memory stays bounded; grading
+  and storing happen outside the window.
+- Everything is built and checked (dataset, engine start) before the store is first written,
+  so a bad engine leaves the out dir as it was.
 - A unit is skipped if its key is in the store; otherwise it runs, its nodes are graded, and
   its row is written in one transaction. Units that fail (``RunFailedError``/``EngineError``
   after retries) are NOT stored: they are reported and retried by the next run.
 - Phase 1 runs topology arms and ``single``; phase 2 (self-consistency) starts only when phase 1
   is complete, because its vote sizes are computed from phase 1 (see ``_baselines``).
+- Log lines of a unit carry ``problem``, ``arm`` and ``sample`` (structlog contextvars).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -34,14 +40,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pacore_agents._engine import Completion, Engine, GenerationRequest
-from pacore_agents._errors import EngineError, RunFailedError
+from pacore_agents._engine import Completion, Engine, EngineStats, GenerationRequest
+from pacore_agents._errors import EngineError, RunFailedError, unwrap_exception_group
+from pacore_agents._executor import Executor, executor_for, priority_key
 from pacore_agents._ids import NodeId
+from pacore_agents._logging import get_logger
 from pacore_agents._messages import Problem
 from pacore_agents._references import derive_seed
 from pacore_agents._run import run
 from pacore_agents._trace import NodeRecord
-from pacore_agents._wrappers import ConcurrencyLimitedEngine, EngineWrapper, RetryingEngine
+from pacore_agents._wrappers import RetryPolicy
 from pacore_agents.engines import create_engine
 
 from ._baselines import (
@@ -57,7 +65,7 @@ from ._grading import Grader
 from ._spec import ArmSpec, StudySpec
 from ._store import NodeOutcome, NodeStatus, ResultStore, SampleOutcome
 
-log = structlog.get_logger("pacore_agents.studies")
+log = get_logger("pacore_agents.studies")
 
 #: A trajectory "cross-checks" if its content or reasoning mentions a reference by number
 #: ("Reference 3", "ref 2", "ref. #1", "references 1") or says 参考.
@@ -68,21 +76,15 @@ def mentions_references(rec: NodeRecord) -> bool:
     return bool(CROSS_REF_RE.search(rec.content or "") or CROSS_REF_RE.search(rec.reasoning or ""))
 
 
-class _TaggedEngine(EngineWrapper):
-    """Tags requests with their unit (problem|arm|sample); ``problem_id`` stays the problem's,
-    so endpoint affinity keeps a problem's arms on one replica. The shared engine is closed by
-    the study, not by a run."""
+class _Admitted:
+    """Baseline and pool requests through the executor (window, priority, retries)."""
 
-    def __init__(self, inner: Engine, tag: str) -> None:
-        super().__init__(inner)
-        self.tag = tag
+    def __init__(self, executor: Executor, retry: RetryPolicy) -> None:
+        self.executor, self.retry = executor, retry
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        meta = request.metadata.model_copy(update={"unit": self.tag})
-        return await self.inner.generate(request.model_copy(update={"metadata": meta}))
-
-    async def aclose(self) -> None:
-        return None
+        key = priority_key(1, self.executor.new_run())
+        return await self.executor.generate(request, key=key, retry=self.retry)
 
 
 @dataclass
@@ -96,16 +98,19 @@ class StudyRunSummary:
     sc_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped_phase2: bool = False
     elapsed: float = 0.0
+    engine: dict[str, Any] = field(default_factory=dict)
 
 
 class StudyRunner:
     def __init__(self, spec: StudySpec, store: ResultStore, engine: Engine, grader: Grader,
                  problems: Sequence[Problem], progress: Progress | None = None) -> None:
         self.spec, self.store, self.engine, self.grader = spec, store, engine, grader
+        self.executor = executor_for(engine)
+        self.requests = _Admitted(self.executor, spec.retry)
         self.problems = list(problems)
         self.progress = progress
         seed = spec.seed if spec.seeded else None
-        self.pool = TrajectoryPool(store, engine, spec.sampling, seed) if spec.trajectory_pool else None
+        self.pool = TrajectoryPool(store, self.requests, spec.sampling, seed) if spec.trajectory_pool else None
         self.topologies = {a.name: a.build_topology() for a in spec.arms if a.baseline is None}
         self.sc_sizes: dict[str, dict[str, int]] = {}
         self._task: object | None = None
@@ -135,7 +140,7 @@ class StudyRunner:
             return await self.pool.get(problem, sample, n), True
         sampling = self.spec.sampling.merged(arm.sampling)
         comps = await generate_trajectories(
-            self.engine, problem, sampling, n=n, first=0,
+            self.requests, problem, sampling, n=n, first=0,
             seed=derive_seed(self.spec.seed, arm.name, problem.id, sample) if self.spec.seeded else None,
             tag=f"{problem.id}|{arm.name}|s{sample}")
         return comps, False
@@ -165,9 +170,9 @@ class StudyRunner:
             first = topology.nodes(1)
             comps = await self.pool.get(problem, sample, len(first))
             precomputed = dict(zip(first, comps, strict=True))
-        result = await run(problem, topology, _TaggedEngine(self.engine, f"{problem.id}|{arm.name}|s{sample}"),
-                           config=self.spec.run_config(arm, sample), roles=arm.build_roles(topology),
-                           precomputed=precomputed)
+        result = await run(problem, topology, self.engine, config=self.spec.run_config(arm, sample),
+                           roles=arm.build_roles(topology), precomputed=precomputed,
+                           unit=f"{problem.id}|{arm.name}|s{sample}")
         trace = result.trace
         nodes = await self._grade_nodes(problem, trace.nodes)
         sink = next(nd for nd in nodes if nd.id == trace.sink)
@@ -179,34 +184,30 @@ class StudyRunner:
 
     async def _unit(self, arm: ArmSpec, problem: Problem, sample: int, summary: StudyRunSummary) -> None:
         key = f"{arm.name}/{problem.id}/s{sample}"
-        try:
-            if arm.baseline is None:
-                outcome, trace_json = await self._topology(arm, problem, sample)
+        with structlog.contextvars.bound_contextvars(problem=problem.id, arm=arm.name, sample=sample):
+            try:
+                if arm.baseline is None:
+                    outcome, trace_json = await self._topology(arm, problem, sample)
+                else:
+                    outcome, trace_json = await self._baseline(arm, problem, sample)
+            except (RunFailedError, EngineError) as exc:
+                log.warning("sample failed", unit=key, error=str(exc))
+                summary.failed.append(f"{key}: {exc}")
             else:
-                outcome, trace_json = await self._baseline(arm, problem, sample)
-        except (RunFailedError, EngineError) as exc:
-            log.warning("sample failed", unit=key, error=str(exc))
-            summary.failed.append(f"{key}: {exc}")
-        else:
-            await self.store.call(self.store.put, outcome, trace_json)
-            summary.ran += 1
+                await self.store.call(self.store.put, outcome, trace_json)
+                summary.ran += 1
         if self.progress is not None and self._task is not None:
             self.progress.advance(self._task)  # type: ignore[arg-type]
 
     # --- phases ---
     async def _phase(self, arms: Sequence[ArmSpec], done: set[tuple[str, str, int]], summary: StudyRunSummary) -> None:
-        limiter = anyio.CapacityLimiter(self.spec.concurrency)
-
-        async def problem_task(problem: Problem) -> None:
-            async with limiter, anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
+            for problem in self.problems:
                 for sample in range(self.spec.samples):
                     for arm in arms:
                         if (arm.name, problem.id, sample) not in done:
+                            await self.executor.room()
                             tg.start_soon(self._unit, arm, problem, sample, summary)
-
-        async with anyio.create_task_group() as tg:
-            for problem in self.problems:
-                tg.start_soon(problem_task, problem)
 
     def _compute_sc_sizes(self, arm: ArmSpec) -> dict[str, int]:
         if arm.n is not None:
@@ -250,34 +251,67 @@ async def run_study(spec: StudySpec, out_dir: str | Path, *, spec_text: str | No
                     console: Console | None = None,
                     grader_factory: Callable[[], Grader] | None = None) -> StudyRunSummary:
     """Run (or resume) ``spec`` into ``out_dir``. ``engine``: use this engine (not closed here)
-    instead of creating one from ``spec.engine``."""
+    instead of creating one from ``spec.engine``. Raises ``ConfigError`` for bad input (nothing
+    written), never an ``ExceptionGroup``."""
+    try:
+        return await _run_study(spec, out_dir, spec_text, engine, progress, console, grader_factory)
+    except BaseExceptionGroup as group:
+        raise unwrap_exception_group(group) from None
+
+
+async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None, engine: Engine | None,
+                     progress: bool, console: Console | None,
+                     grader_factory: Callable[[], Grader] | None) -> StudyRunSummary:
     started = time.monotonic()
     problems = load_problems(spec.dataset)
-    store = ResultStore.open(out_dir, spec, spec_text)
+    own = create_engine(spec.engine) if engine is None else None
+    base = engine or own
+    assert base is not None
     try:
-        done = store.done_keys()
-        keys = {(a.name, p.id, s) for a in spec.arms for p in problems for s in range(spec.samples)}
-        summary = StudyRunSummary(total=len(keys), already_done=len(keys & done))
-        own = create_engine(spec.engine) if engine is None else None
-        base = engine or own
-        assert base is not None
+        await base.start()  # a bad engine fails here, before the out dir is touched
+        store = ResultStore.open(out_dir, spec, spec_text)
         try:
-            if own is not None:
-                await own.__aenter__()
-            shared = RetryingEngine(ConcurrencyLimitedEngine(base, spec.max_in_flight), spec.retry, seed=spec.seed)
+            done = store.done_keys()
+            keys = {(a.name, p.id, s) for a in spec.arms for p in problems for s in range(spec.samples)}
+            summary = StudyRunSummary(total=len(keys), already_done=len(keys & done))
             grader = grader_factory() if grader_factory else Grader(workers=spec.grading.workers,
                                                                     timeout=spec.grading.timeout)
             columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
                        MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+            executor = executor_for(base)
+            executor.refresh()
+            before, t0 = await base.stats(), time.time()
             async with grader:
                 with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-                    runner = StudyRunner(spec, store, shared, grader, problems, bar if progress else None)
+                    runner = StudyRunner(spec, store, base, grader, problems, bar if progress else None)
                     await runner.run(summary)
+            summary.engine = await _engine_figures(store, base, executor, before, t0, summary.ran)
         finally:
-            if own is not None:
-                with anyio.CancelScope(shield=True):
-                    await own.aclose()
+            store.close()
     finally:
-        store.close()
+        if own is not None:
+            with anyio.CancelScope(shield=True):
+                await own.aclose()
     summary.elapsed = time.monotonic() - started
     return summary
+
+
+async def _engine_figures(store: ResultStore, engine: Engine, executor: Executor, before: EngineStats | None,
+                          t0: float, ran: int) -> dict[str, Any]:
+    """The engine-side figures of this invocation, saved in the store's meta (one key per run of
+    ``pacore study run``): sequences in flight (mean, peak, timeline), orchestration time, and
+    computed vs cached prefill where the engine reports them."""
+    stats = executor.stats()
+    after = await engine.stats()
+    figures: dict[str, Any] = {
+        "started_at": t0, "ended_at": time.time(), "samples_run": ran, "window": stats.window,
+        "mean_sequences_in_flight": round(stats.mean_in_flight, 2), "peak_sequences_in_flight": stats.peak_in_flight,
+        "engine_busy_seconds": round(stats.busy_seconds, 2), "requests": stats.requests,
+        "sequences": stats.sequences, "retries": stats.retries,
+        "orchestration_seconds": round(stats.orchestration_seconds, 3), "timeline": stats.timeline,
+    }
+    for name in ("prefill_computed_tokens", "prefill_cached_tokens"):
+        a, b = getattr(before, name, None), getattr(after, name, None)
+        figures[name] = None if a is None or b is None else b - a
+    await store.call(store.set_meta_once, f"engine_figures:{t0:.3f}", json.dumps(figures))
+    return figures

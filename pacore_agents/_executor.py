@@ -1,0 +1,390 @@
+"""The executor: one per engine, shared by every run, study unit and served request on it.
+
+Contract:
+- **Admission by sequences.** At most ``window`` sequences are in flight on the engine (a request
+  with ``n=K`` counts K; a request wider than the window takes the whole window). The window is
+  the override given to ``executor_for``, else the engine's ``info.max_sequences``, else
+  ``DEFAULT_WINDOW``.
+- **Priority.** Waiting work is admitted in ascending ``PriorityKey`` order: deeper rounds first,
+  then earlier-started runs, then node order (``priority_key``). The head of the queue is never
+  overtaken by narrower work behind it, so a wide request cannot starve.
+- **Queued work costs no task.** ``submit`` stores a callback; when admitted it is started in the
+  caller's own task group, already holding its slots. Cancelling a run cancels its work in
+  flight and drops its queued work.
+- **Retries** (``generate``): retryable ``EngineError``s and per-attempt timeouts are retried
+  under a ``RetryPolicy``; the slots are released during the back-off, and the retry waits for
+  admission again at the same priority.
+- **Split samples.** Engines whose ``split_samples`` is true get one ``n=1`` request per sample
+  (sample i seeded ``seed + i``, exactly as vLLM seeds the children of an ``n`` request), so each
+  sample frees its slot when it ends instead of when its slowest sibling does. The caller decides
+  the split (``Executor.split``) because it maps samples to nodes.
+- **Stats.** Time-weighted sequences in flight, peak, busy time, engine requests, and the
+  orchestration time the runs report (``add_orchestration``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+from anyio.lowlevel import checkpoint_if_cancelled
+from pydantic import BaseModel
+
+from ._engine import Completion, Engine, GenerationRequest, TextCallback
+from ._errors import EngineError
+from ._logging import get_logger
+from ._wrappers import RetryPolicy
+
+log = get_logger("pacore_agents.executor")
+
+#: the window when neither the caller nor the engine says (a vLLM server's default max_num_seqs)
+DEFAULT_WINDOW = 256
+
+PriorityKey = tuple[int, ...]
+
+
+class Slots:
+    """Admitted sequences held by a job; ``take`` hands them over (to ``generate``)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int = 0) -> None:
+        self.n = n
+
+    def take(self) -> int:
+        n, self.n = self.n, 0
+        return n
+
+
+Job = Callable[[Slots], Awaitable[None]]
+
+
+def priority_key(round_: int, run_seq: int, *rest: int) -> PriorityKey:
+    """Deeper rounds first, then earlier-started runs, then ``rest`` (node order)."""
+    return (-round_, run_seq, *rest)
+
+
+def engine_priority(key: PriorityKey) -> int:
+    """The key as one int for engines (lower runs sooner): round first, then run order."""
+    return key[0] * 10_000_000 + (key[1] % 10_000_000 if len(key) > 1 else 0)
+
+
+class ExecutorStats(BaseModel):
+    """What the executor saw; ``mean_in_flight`` is time-weighted over ``busy_seconds``."""
+
+    window: int
+    mean_in_flight: float
+    peak_in_flight: int
+    busy_seconds: float
+    requests: int
+    sequences: int
+    retries: int
+    orchestration_seconds: float
+    timeline: list[tuple[float, int]]
+
+
+@dataclass(order=True)
+class _Waiter:
+    key: PriorityKey
+    seq: int
+    n: int = field(compare=False)
+    start: Callable[[int], object] = field(compare=False)
+    scope: anyio.CancelScope | None = field(default=None, compare=False)
+    dead: bool = field(default=False, compare=False)
+    started: bool = field(default=False, compare=False)
+
+    @property
+    def gone(self) -> bool:
+        return self.dead or (self.scope is not None and self.scope.cancel_called)
+
+
+Ticket = _Waiter
+
+
+class Executor:
+    """Admission, priority, retries and statistics for one engine (see the module docstring)."""
+
+    def __init__(self, engine: Engine, *, window: int | None = None) -> None:
+        self.engine = engine
+        self._override = window
+        self._window = window or DEFAULT_WINDOW
+        self.in_flight = 0
+        self.queued = 0
+        self._heap: list[_Waiter] = []
+        self._counter = itertools.count()
+        self._runs = itertools.count()
+        self._rng = random.Random(0)
+        self._room: list[anyio.Event] = []
+        # statistics
+        self._t_last = time.monotonic()
+        self._area = 0.0
+        self._busy = 0.0
+        self._peak = 0
+        self._requests = 0
+        self._sequences = 0
+        self._retries = 0
+        self._orchestration = 0.0
+        self._timeline: list[tuple[float, int]] = []
+        self._t0 = time.monotonic()
+
+    # ---- configuration -------------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        return self._window
+
+    def refresh(self) -> None:
+        """Re-read the engine's capacity (call after ``engine.start()``)."""
+        if self._override is None:
+            self._window = self.engine.info.max_sequences or DEFAULT_WINDOW
+        self._dispatch()
+
+    @property
+    def split(self) -> bool:
+        """Whether requests with n > 1 go to the engine as n requests of one sample."""
+        return bool(getattr(self.engine, "split_samples", False))
+
+    def new_run(self) -> int:
+        """A run's sequence number: earlier-started runs are admitted first."""
+        return next(self._runs)
+
+    # ---- admission -----------------------------------------------------------------------
+    def _account(self, delta: int) -> None:
+        now = time.monotonic()
+        span = now - self._t_last
+        self._area += self.in_flight * span
+        if self.in_flight:
+            self._busy += span
+        self._t_last = now
+        self.in_flight += delta
+        self._peak = max(self._peak, self.in_flight)
+        if not self._timeline or now - self._t0 - self._timeline[-1][0] >= 0.05:
+            self._timeline.append((round(now - self._t0, 3), self.in_flight))
+            if len(self._timeline) > 20_000:  # bounded: keep every other point
+                self._timeline = self._timeline[::2]
+
+    def _dispatch(self) -> None:
+        while self._heap:
+            head = self._heap[0]
+            if head.gone:
+                heapq.heappop(self._heap)
+                if not head.dead:
+                    self.queued -= head.n
+                    head.dead = True
+                continue
+            if self.in_flight and self.in_flight + head.n > self._window:
+                break
+            heapq.heappop(self._heap)
+            self.queued -= head.n
+            self._account(head.n)
+            head.started = True
+            head.start(head.n)
+        if self._room and self.queued < self._window:
+            events, self._room = self._room, []
+            for event in events:
+                event.set()
+
+    def _enqueue(self, key: PriorityKey, n: int, start: Callable[[int], object],
+                 scope: anyio.CancelScope | None = None) -> _Waiter:
+        n = max(1, min(n, self._window))
+        waiter = _Waiter(key, next(self._counter), n, start, scope)
+        heapq.heappush(self._heap, waiter)
+        self.queued += n
+        self._dispatch()
+        return waiter
+
+    def _cancel(self, waiter: _Waiter) -> None:
+        if not waiter.dead and not waiter.started:
+            self.queued -= waiter.n
+            waiter.dead = True
+            self._dispatch()
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` admitted sequences."""
+        if n:
+            self._account(-n)
+            self._dispatch()
+
+    def submit(self, tg: anyio.abc.TaskGroup, key: PriorityKey, n: int, job: Job) -> Ticket:
+        """Start ``job(slots)`` in ``tg`` once ``n`` sequences are admitted. The job passes
+        ``slots`` to ``generate``; whatever it still holds when it ends is released. If ``tg`` is
+        cancelled first, the job is dropped and holds nothing. The caller must ``withdraw`` its
+        tickets before ``tg`` closes (a closed group cannot start the job)."""
+        return self._enqueue(key, n, lambda admitted: tg.start_soon(self._job, job, admitted), tg.cancel_scope)
+
+    def withdraw(self, tickets: list[Ticket]) -> None:
+        """Drop queued work that has not started (e.g. its run ended or was cancelled)."""
+        for ticket in tickets:
+            self._cancel(ticket)
+
+    async def _job(self, job: Job, admitted: int) -> None:
+        slots = Slots(admitted)
+        try:
+            await checkpoint_if_cancelled()  # cancelled while queued: send nothing
+            await job(slots)
+        finally:
+            self.release(slots.take())
+
+    async def acquire(self, key: PriorityKey, n: int) -> int:
+        """Wait for admission of ``n`` sequences; return how many were admitted (see window)."""
+        event = anyio.Event()
+        got: list[int] = []
+
+        def start(admitted: int) -> None:
+            got.append(admitted)
+            event.set()
+
+        waiter = self._enqueue(key, n, start)
+        try:
+            await event.wait()
+        except BaseException:
+            if got:
+                self.release(got[0])
+            else:
+                self._cancel(waiter)
+            raise
+        return got[0]
+
+    async def room(self) -> None:
+        """Return when fewer than a window of sequences wait for admission (feed new work)."""
+        while self.queued >= self._window:
+            event = anyio.Event()
+            self._room.append(event)
+            await event.wait()
+
+    # ---- requests ------------------------------------------------------------------------
+    async def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        key: PriorityKey,
+        retry: RetryPolicy | None,
+        slots: Slots | None = None,
+        on_text: TextCallback | None = None,
+    ) -> list[Completion]:
+        """Send ``request`` within the window (``slots`` already admitted are used for the first
+        attempt), retrying under ``retry``. Completions carry their attempt count; the final
+        error carries it too. On success the slots go back into ``slots`` (the job releases them
+        after applying the results); without ``slots``, and on failure, they are released here."""
+        if self.split and request.n > 1:
+            if slots is not None:
+                self.release(slots.take())
+            return await self._generate_split(request, key=key, retry=retry)
+        policy = retry or RetryPolicy(max_attempts=1)
+        held = slots.take() if slots is not None else 0
+        try:
+            for attempt in range(1, policy.max_attempts + 1):
+                if not held:
+                    held = await self.acquire(key, request.n)
+                error: EngineError
+                try:
+                    out = await self._send(request, policy.timeout, on_text)
+                except TimeoutError as exc:
+                    error = EngineError(f"request timed out after {policy.timeout}s", retryable=True)
+                    error.__cause__ = exc
+                except EngineError as exc:
+                    error = exc
+                else:
+                    if slots is not None:  # the caller releases after applying the results, so
+                        slots.n, held = held, 0  # the work they make ready queues first
+                    return [c.model_copy(update={"attempts": attempt}) if attempt > 1 else c for c in out]
+                finally:
+                    self.release(held)
+                    held = 0
+                error.attempts = attempt
+                if not error.retryable or attempt == policy.max_attempts:
+                    raise error
+                self._retries += 1
+                delay = policy.backoff(attempt, self._rng)
+                log.warning("retrying", error=str(error), attempt=attempt, delay=round(delay, 3),
+                            nodes=[str(n) for n in request.metadata.nodes])
+                await anyio.sleep(delay)
+        finally:
+            self.release(held)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _generate_split(self, request: GenerationRequest, *, key: PriorityKey,
+                              retry: RetryPolicy | None) -> list[Completion]:
+        """n requests of one sample (sample i seeded ``seed + i``), each admitted and released
+        on its own; the first failure cancels the others and is raised."""
+        results: list[Completion | None] = [None] * request.n
+        errors: list[EngineError] = []
+        seed = request.sampling.seed
+        nodes = request.metadata.nodes
+
+        async def one(i: int) -> None:
+            sub = request.model_copy(update={
+                "n": 1,
+                "sampling": request.sampling.model_copy(update={"seed": None if seed is None else seed + i}),
+                "metadata": request.metadata.model_copy(update={"nodes": nodes[i:i + 1]}),
+            })
+            try:
+                results[i] = (await self.generate(sub, key=(*key, i), retry=retry))[0]
+            except EngineError as exc:
+                errors.append(exc)
+                tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for i in range(request.n):
+                tg.start_soon(one, i)
+        if errors:
+            raise errors[0]
+        return [c for c in results if c is not None]
+
+    async def _send(self, request: GenerationRequest, seconds: float | None,
+                    on_text: TextCallback | None) -> list[Completion]:
+        self._requests += 1
+        self._sequences += request.n
+        if seconds is None:  # no cancel scope when there is no deadline: the hot path
+            out = await self._call(request, on_text)
+        else:
+            with anyio.fail_after(seconds):
+                out = await self._call(request, on_text)
+        if len(out) != request.n:
+            raise EngineError(f"engine returned {len(out)} samples for n={request.n}")
+        return out
+
+    async def _call(self, request: GenerationRequest, on_text: TextCallback | None) -> list[Completion]:
+        if on_text is not None and request.n == 1:
+            return await self.engine.generate_stream(request, on_text)
+        return await self.engine.generate(request)
+
+    # ---- statistics ----------------------------------------------------------------------
+    def add_orchestration(self, seconds: float) -> None:
+        """Runs report the time they spent planning and applying (orchestration overhead)."""
+        self._orchestration += seconds
+
+    def stats(self) -> ExecutorStats:
+        self._account(0)
+        return ExecutorStats(
+            window=self._window,
+            mean_in_flight=self._area / self._busy if self._busy else 0.0,
+            peak_in_flight=self._peak,
+            busy_seconds=self._busy,
+            requests=self._requests,
+            sequences=self._sequences,
+            retries=self._retries,
+            orchestration_seconds=self._orchestration,
+            timeline=list(self._timeline),
+        )
+
+
+_EXECUTORS: weakref.WeakKeyDictionary[Engine, Executor] = weakref.WeakKeyDictionary()
+
+
+def executor_for(engine: Engine, *, window: int | None = None) -> Executor:
+    """The engine's executor (created on first use). ``window`` overrides the engine's
+    capacity; every ``run`` on the same engine object shares this executor."""
+    executor = _EXECUTORS.get(engine)
+    if executor is None:
+        executor = _EXECUTORS[engine] = Executor(engine, window=window)
+    elif window is not None and window != executor._override:
+        executor._override = window
+        executor._window = window
+    return executor

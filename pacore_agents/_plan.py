@@ -1,0 +1,137 @@
+"""Planning one node: its references (order, budget), its prompt and its sampling.
+
+Contract: ``Planner.plan`` is pure. It reads the APPLIED records of the node's in-neighbours
+(a message becomes visible only once its node is applied) and writes nothing; the record of a
+node is created when its result is applied (``_scheduler``). So a node's prompt depends only on
+its inputs' final records, never on when or in which order they completed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ._config import RunConfig
+from ._engine import Engine, SamplingParams
+from ._ids import NodeId
+from ._messages import ChatMessage, Problem
+from ._references import Reference, fit_references, order_references
+from ._roles import PromptContext, Role, RoleBook, default_role
+from ._topology import Topology
+from ._trace import NodeRecord, Truncation, new_record
+
+#: tokens added per chat message by a chat template, and per reference by the synthesis template
+MESSAGE_OVERHEAD = 8
+REFERENCE_OVERHEAD = 8
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What a node will send: prompt, sampling, and the references it saw (prompt order)."""
+
+    node: NodeId
+    role: Role
+    sampling: SamplingParams
+    prompt: tuple[ChatMessage, ...]
+    inputs: tuple[str, ...] = ()
+    missing_inputs: tuple[str, ...] = ()
+    truncations: tuple[Truncation, ...] = ()
+
+    def record(self) -> NodeRecord:
+        """A fresh record of this plan (no outcome yet)."""
+        return new_record(self.node, self.role.name, inputs=list(self.inputs),
+                          missing_inputs=list(self.missing_inputs), prompt=list(self.prompt),
+                          truncations=list(self.truncations))
+
+
+class Planner:
+    """Builds ``NodePlan``s for one run (problem, topology, roles, config, engine budget)."""
+
+    def __init__(self, problem: Problem, topology: Topology, engine: Engine, config: RunConfig,
+                 roles: RoleBook) -> None:
+        self.problem = problem
+        self.topology = topology
+        self.engine = engine
+        self.config = config
+        self.roles = roles
+        self._sampling: dict[str, SamplingParams] = {}
+        self._roles: dict[NodeId, Role] = {}
+        self._context: int | None = engine.info.max_context
+
+    def role_of(self, node: NodeId) -> Role:
+        role = self._roles.get(node)
+        if role is None:
+            name = self.topology.role_of(node) or default_role(node, self.topology.sink)
+            role = self._roles[node] = self.roles.get(name, node)
+        return role
+
+    def sampling_of(self, role: Role) -> SamplingParams:
+        cached = self._sampling.get(role.name)
+        if cached is None:
+            cached = self._sampling[role.name] = self.config.sampling.merged(role.sampling)
+        return cached
+
+    def plan(self, node: NodeId, applied: Mapping[NodeId, NodeRecord]) -> NodePlan:
+        """The node's plan from its in-neighbours' applied records (all must be applied)."""
+        role = self.role_of(node)
+        sampling = self.sampling_of(role)
+        sources = self.topology.inputs(node)
+        if not sources:
+            ctx = PromptContext(self.problem, node, self.topology.num_rounds, [])
+            return NodePlan(node, role, sampling, role.build_prompt(ctx))
+        refs = [Reference(src, applied[src].content if applied[src].ok else None, applied[src].message)
+                for src in sources]
+        ordered = order_references(refs, self.config.order, seed=self.config.seed, node=node)
+        missing = tuple(str(ref.source) for ref in refs if not applied[ref.source].ok)
+        prompt, cuts = self._fit(node, role, sampling, ordered)
+        return NodePlan(node, role, sampling, prompt, tuple(str(r.source) for r in ordered), missing,
+                        tuple(cuts))
+
+    # ---- budget ------------------------------------------------------------------------
+    def _fit(self, node: NodeId, role: Role, sampling: SamplingParams,
+             ordered: list[Reference]) -> tuple[tuple[ChatMessage, ...], list[Truncation]]:
+        """Cut references to ``max_message_tokens`` and, if the context is known, until the
+        prompt plus the generation reserve fits (longest first, keeping their ends)."""
+        rounds = self.topology.num_rounds
+        available = self._available_tokens(role, PromptContext(self.problem, node, rounds, []), sampling,
+                                           len(ordered))
+        if available is None and self.config.max_message_tokens is None:
+            messages = [ref.message or "" for ref in ordered]
+            return role.build_prompt(PromptContext(self.problem, node, rounds, messages)), []
+        extra = 0
+        for _ in range(4):
+            messages, cuts = fit_references(
+                ordered,
+                count=self.engine.count_tokens,
+                truncate=self.engine.truncate_tokens,
+                max_message_tokens=self.config.max_message_tokens,
+                available_tokens=None if available is None else available - extra,
+            )
+            prompt = role.build_prompt(PromptContext(self.problem, node, rounds, messages))
+            over = self._overflow(prompt, sampling)
+            if over <= 0 or not ordered:
+                break
+            extra += over
+        return prompt, cuts
+
+    def _reserve(self, sampling: SamplingParams, context: int) -> int:
+        if self.config.context_reserve_tokens is not None:
+            return self.config.context_reserve_tokens
+        return min(sampling.max_tokens or context // 4, context // 2)
+
+    def _prompt_tokens(self, prompt: tuple[ChatMessage, ...]) -> int:
+        return sum(self.engine.count_tokens(m.content) + MESSAGE_OVERHEAD for m in prompt)
+
+    def _available_tokens(self, role: Role, ctx: PromptContext, sampling: SamplingParams,
+                          n_refs: int) -> int | None:
+        context = self._context
+        if context is None:
+            return None
+        base = self._prompt_tokens(role.build_prompt(ctx))
+        return context - self._reserve(sampling, context) - base - n_refs * REFERENCE_OVERHEAD
+
+    def _overflow(self, prompt: tuple[ChatMessage, ...], sampling: SamplingParams) -> int:
+        context = self._context
+        if context is None:
+            return 0
+        return self._prompt_tokens(prompt) + self._reserve(sampling, context) - context

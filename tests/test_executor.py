@@ -1,0 +1,254 @@
+"""The dataflow executor: identical results to rounds mode, no waiting for unrelated nodes,
+admission by sequences in priority order, per-sample release, shared by concurrent runs."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import anyio
+import pytest
+
+from pacore_agents import (
+    DEFAULT_WINDOW,
+    FunctionEngine,
+    GenerationRequest,
+    NodeId,
+    RunConfig,
+    RunTrace,
+    Topology,
+    all_to_all,
+    executor_for,
+    from_edges,
+    hierarchical,
+    load_topology,
+    ring,
+    run,
+    star,
+)
+from pacore_agents._executor import priority_key
+
+
+def seeded_text(request: GenerationRequest) -> list[str]:
+    """Content from the request's seed (sample i: seed + i) and prompt: order-independent."""
+    out = []
+    for i in range(request.n):
+        seed = None if request.sampling.seed is None else request.sampling.seed + i
+        rng = random.Random(f"{seed}|{request.messages[-1].content}")
+        out.append(f"<think>r</think>ans {rng.randint(0, 9)}" + " x" * rng.randint(0, 20))
+    return out
+
+
+def latency_handler(delays: dict[str, float], *, default: float = 0.0) -> Any:
+    """Per-node latency (seconds) and seeded content; each node a different speed."""
+
+    async def handler(request: GenerationRequest) -> list[str]:
+        worst = max(delays.get(str(n), default) for n in request.metadata.nodes)
+        await anyio.sleep(worst)
+        return seeded_text(request)
+
+    return handler
+
+
+def comparable(trace: RunTrace) -> list[tuple[Any, ...]]:
+    """A trace without timings: what must not depend on scheduling."""
+    return [(n.id, n.role, n.inputs, n.missing_inputs, [m.content for m in n.prompt], n.content, n.message,
+             n.seed, n.request_n, n.status, n.usage.completion_tokens) for n in trace.nodes]
+
+
+TOPOLOGIES = {
+    "all-to-all": lambda: all_to_all([4, 3]),
+    "ring": lambda: ring(6, 3, radius=1),
+    "hierarchical": lambda: hierarchical([3, 2]),
+    "star": lambda: star(4, 3),
+    "critic-ring": lambda: load_topology("critic-ring"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOPOLOGIES))
+@pytest.mark.parametrize("split", [False, True])
+def test_dataflow_and_rounds_give_identical_traces(name: str, split: bool) -> None:
+    topo = TOPOLOGIES[name]()
+    rng = random.Random(name)
+    delays = {str(n): rng.random() * 0.02 for n in topo.nodes()}
+
+    def once(mode: str) -> RunTrace:
+        engine = FunctionEngine(latency_handler(delays), split_samples=split)
+        config = RunConfig(mode=mode, seed=5)  # type: ignore[arg-type]
+        return anyio.run(lambda: run("What is 3+4?", topo, engine, config=config)).trace
+
+    dataflow, rounds = once("dataflow"), once("rounds")
+    assert dataflow.mode == "dataflow" and rounds.mode == "rounds"
+    assert comparable(dataflow) == comparable(rounds)
+    assert dataflow.answer == rounds.answer is not None
+
+
+def test_split_samples_match_the_n_request_they_replace() -> None:
+    """vLLM seeds child i of an n request with seed + i: split requests do the same."""
+    merged = FunctionEngine(seeded_text)
+    split = FunctionEngine(seeded_text, split_samples=True)
+    a = anyio.run(lambda: run("Q?", all_to_all([4]), merged)).trace
+    b = anyio.run(lambda: run("Q?", all_to_all([4]), split)).trace
+    assert comparable(a) == comparable(b)
+    assert [r.n for r in merged.requests] == [4, 1]
+    assert [r.n for r in split.requests] == [1] * 5
+    seeds = [r.sampling.seed for r in split.requests[:4]]
+    assert seeds == [seeds[0] + i for i in range(4)]
+    assert [n.seed for n in a.nodes[:4]] == seeds  # the trace records each sample's own seed
+
+
+def test_dataflow_does_not_wait_for_unrelated_nodes() -> None:
+    """hierarchical([2, 2]): r2.a1 hears r1.a2, r1.a3 only; r1.a0 is slow."""
+    topo = hierarchical([2, 2])
+    delays = {"r1.a0": 0.3}
+
+    def started(mode: str) -> RunTrace:
+        engine = FunctionEngine(latency_handler(delays, default=0.01), split_samples=True)
+        return anyio.run(lambda: run("Q?", topo, engine, config=RunConfig(mode=mode))).trace  # type: ignore[arg-type]
+
+    flow = started("dataflow")
+    slow_end = flow.node("r1.a0").ended_at
+    assert flow.node("r2.a1").started_at < slow_end  # type: ignore[operator]
+    barrier = started("rounds")
+    assert barrier.node("r2.a1").started_at >= barrier.node("r1.a0").ended_at  # type: ignore[operator]
+
+
+def test_admission_is_by_sequences_and_deeper_rounds_go_first() -> None:
+    """Window 1: two runs share the engine; once run 0 reaches round 2, its round-2 nodes go
+    before run 1's round-1 nodes; earlier-started runs go before later ones."""
+    order: list[tuple[str, str]] = []
+
+    async def handler(request: GenerationRequest) -> list[str]:
+        order.append((request.metadata.unit or "", str(request.metadata.nodes[0])))
+        await anyio.sleep(0.001)
+        return ["m"] * request.n
+
+    engine = FunctionEngine(handler, max_sequences=1)
+    topo = ring(3, 2)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for unit in ("A", "B"):
+                tg.start_soon(lambda u=unit: run("Q?", topo, engine, config=RunConfig(merge_identical=False),
+                                                 unit=u))
+                await anyio.sleep(0)
+
+    anyio.run(main)
+    a_round2 = [i for i, (u, n) in enumerate(order) if u == "A" and n.startswith("r2")]
+    b_round1 = [i for i, (u, n) in enumerate(order) if u == "B" and n.startswith("r1")]
+    assert order[:3] == [("A", "r1.a0"), ("A", "r1.a1"), ("A", "r1.a2")]
+    assert max(a_round2) < min(b_round1)  # A's round 2 overtakes B's round 1
+    assert executor_for(engine).stats().peak_in_flight == 1
+
+
+def test_concurrent_runs_share_one_window() -> None:
+    live = peak = 0
+
+    async def counting(request: GenerationRequest) -> list[str]:
+        nonlocal live, peak
+        live += request.n
+        peak = max(peak, live)
+        await anyio.sleep(0.005)
+        live -= request.n
+        return ["m"] * request.n
+
+    engine = FunctionEngine(counting, max_sequences=5, split_samples=True)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(lambda i=i: run(f"Q{i}?", all_to_all([4, 2]), engine))
+
+    anyio.run(main)
+    stats = executor_for(engine).stats()
+    assert peak == 5 == stats.peak_in_flight == stats.window
+    assert stats.sequences == 6 * 7 and stats.mean_in_flight > 1
+    assert executor_for(engine).in_flight == 0 and executor_for(engine).queued == 0
+
+
+def test_each_split_sample_frees_its_slot_when_it_ends() -> None:
+    """Window 2, three siblings of which r1.a0 is slow: r1.a2 starts as soon as r1.a1 ends,
+    not when the slowest sibling does."""
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+
+    async def handler(request: GenerationRequest) -> list[str]:
+        node = str(request.metadata.nodes[0])
+        starts[node] = anyio.current_time()
+        await anyio.sleep(0.3 if node == "r1.a0" else 0.02)
+        ends[node] = anyio.current_time()
+        return ["m"]
+
+    engine = FunctionEngine(handler, max_sequences=2, split_samples=True)
+    anyio.run(lambda: run("Q?", all_to_all([3]), engine))
+    assert starts["r1.a2"] >= ends["r1.a1"] and starts["r1.a2"] < ends["r1.a0"]
+
+
+def test_cancelled_run_leaves_nothing_in_the_executor() -> None:
+    async def forever(request: GenerationRequest) -> list[str]:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    engine = FunctionEngine(forever, max_sequences=2)
+
+    async def main() -> None:
+        with anyio.move_on_after(0.1):
+            await run("Q?", ring(5, 2), engine, config=RunConfig(merge_identical=False))
+
+    anyio.run(main)
+    ex = executor_for(engine)
+    assert ex.in_flight == 0 and ex.queued == 0 and len(engine.requests) == 2
+
+
+def test_window_defaults_and_override() -> None:
+    engine = FunctionEngine(seeded_text)
+    assert executor_for(engine).window == DEFAULT_WINDOW
+    assert executor_for(engine, window=7).window == 7
+    sized = FunctionEngine(seeded_text, max_sequences=12)
+    ex = executor_for(sized)
+    ex.refresh()
+    assert ex.window == 12
+
+
+def test_priority_keys_order_deeper_rounds_then_runs() -> None:
+    keys = [priority_key(1, 0, 0), priority_key(3, 5, 0), priority_key(2, 1, 0), priority_key(3, 2, 1)]
+    assert sorted(keys) == [priority_key(3, 2, 1), priority_key(3, 5, 0), priority_key(2, 1, 0),
+                            priority_key(1, 0, 0)]
+
+
+def test_requests_carry_the_engine_priority() -> None:
+    engine = FunctionEngine(seeded_text)
+    anyio.run(lambda: run("Q?", all_to_all([2]), engine))
+    first, sink = engine.requests
+    assert sink.metadata.priority < first.metadata.priority  # lower runs sooner
+
+
+def test_version_1_traces_still_load() -> None:
+    trace = anyio.run(lambda: run("Q?", all_to_all([2]), FunctionEngine(seeded_text))).trace
+    data = trace.model_dump(mode="json")
+    assert data["version"] == 2 and data["stats"]["requests"] == 2
+    for key in ("version", "mode", "stats"):
+        data.pop(key)
+    for node in data["nodes"]:
+        node.pop("status")
+    old = RunTrace.model_validate(data)
+    assert old.version == 1 and all(n.outcome == "ok" for n in old.nodes)
+
+
+def test_run_stats_count_unique_prompts_once() -> None:
+    engine = FunctionEngine(seeded_text)
+    trace = anyio.run(lambda: run("alpha beta?", all_to_all([4]), engine)).trace
+    assert trace.stats is not None
+    sink_prompt = trace.node("r2.a0").usage.prompt_tokens
+    assert trace.stats.unique_prompt_tokens == 2 + sink_prompt  # 4 siblings share one prompt
+    assert trace.stats.orchestration_seconds > 0 and trace.stats.wall_seconds > 0
+
+
+def test_a_custom_graph_runs_in_dataflow_order() -> None:
+    edges = [(NodeId.of(1, 0), NodeId.of(2, 0)), (NodeId.of(1, 1), NodeId.of(2, 1)),
+             (NodeId.of(2, 0), NodeId.of(3, 0)), (NodeId.of(2, 1), NodeId.of(3, 0))]
+    topo: Topology = from_edges(edges)
+    engine = FunctionEngine(latency_handler({"r1.a0": 0.1}), split_samples=True)
+    trace = anyio.run(lambda: run("Q?", topo, engine)).trace
+    assert trace.node("r2.a1").ended_at <= trace.node("r1.a0").ended_at  # type: ignore[operator]
+    assert trace.answer is not None

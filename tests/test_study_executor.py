@@ -1,0 +1,85 @@
+"""Studies on the shared executor: units overlap on one engine, engine figures are recorded,
+removed knobs say what to do, and a bad engine leaves the out dir untouched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+from pacore_agents import ConfigError, FunctionEngine, GenerationRequest
+from pacore_agents.studies import parse_study, run_study
+from pacore_agents.studies._store import ResultStore
+
+
+def _data(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(f'{{"problem": "What is {i}+{i}?", "answer": "{2 * i}", "id": "q{i}"}}\n'
+                            for i in range(n)))
+    return path
+
+
+def _spec(tmp_path: Path, extra: str = "", problems: int = 6) -> str:
+    return f"""
+name = "t"
+{extra}
+[dataset]
+path = "{_data(tmp_path, problems)}"
+[engine]
+kind = "function"
+function = "tests.fixtures.handlers:answer"
+[[arms]]
+name = "low"
+widths = [3]
+[[arms]]
+name = "single"
+baseline = "single"
+"""
+
+
+@pytest.mark.parametrize("key", ["concurrency = 4", "max_in_flight = 64"])
+def test_removed_study_keys_say_what_to_do(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ConfigError, match=r"(concurrency|max_in_flight) was removed.*max_sequences"):
+        parse_study(_spec(tmp_path, key))
+
+
+def test_units_share_one_window_and_figures_are_saved(tmp_path: Path) -> None:
+    live = peak = 0
+    units: set[str] = set()
+
+    async def handler(request: GenerationRequest) -> list[str]:
+        nonlocal live, peak
+        live += request.n
+        peak = max(peak, live)
+        units.add(request.metadata.unit or "?")
+        await anyio.sleep(0.01)
+        live -= request.n
+        return ["\\boxed{0}"] * request.n
+
+    engine = FunctionEngine(handler, max_sequences=4)
+    spec = parse_study(_spec(tmp_path))
+    summary = anyio.run(lambda: run_study(spec, tmp_path / "out", engine=engine))
+    assert summary.ran == 12 and not summary.failed
+    assert peak == 4  # every unit's nodes fill one window, never more
+    assert {u.split("|")[1] for u in units} == {"low", "single"}  # every request names its unit
+    assert summary.engine["peak_sequences_in_flight"] == 4 and summary.engine["mean_sequences_in_flight"] > 1
+    store = ResultStore.open(tmp_path / "out")
+    try:
+        keys = [k for k in store._conn.execute("SELECT key FROM meta").fetchall() if k[0].startswith("engine_figures")]
+        saved = json.loads(store.get_meta(keys[0][0]) or "{}")
+    finally:
+        store.close()
+    assert saved["samples_run"] == 12 and saved["timeline"]
+
+
+def test_bad_engine_leaves_the_out_dir_untouched(tmp_path: Path) -> None:
+    text = _spec(tmp_path).replace("tests.fixtures.handlers:answer", "no_such_module_xyz:answer")
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="no_such_module_xyz"):
+        anyio.run(lambda: run_study(parse_study(text), out))
+    assert not out.exists()
+    fixed = parse_study(_spec(tmp_path))  # after fixing the typo, the same --out just works
+    summary = anyio.run(lambda: run_study(fixed, out))
+    assert summary.ran == 12
