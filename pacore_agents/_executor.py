@@ -122,6 +122,9 @@ class Executor:
         self._runs = itertools.count()
         self._rng = random.Random(0)
         self._room: list[anyio.Event] = []
+        self.runs_active = 0
+        self._starting = 0
+        self._queued_runs: dict[int, bool] = {}
         # statistics
         self._t_last = time.monotonic()
         self._area = 0.0
@@ -151,8 +154,28 @@ class Executor:
         return bool(getattr(self.engine, "split_samples", False))
 
     def new_run(self) -> int:
-        """A run's sequence number: earlier-started runs are admitted first."""
+        """A sequence number for work outside ``run`` (baselines): earlier numbers go first."""
         return next(self._runs)
+
+    def begin_run(self) -> int:
+        """Register a run that is starting (before it queues anything); returns its sequence
+        number. ``runs_active`` counts it until ``end_run``; ``room`` counts it as waiting work
+        until ``run_queued`` says its first work is queued."""
+        self.runs_active += 1
+        self._starting += 1
+        return next(self._runs)
+
+    def run_queued(self, seq: int) -> None:
+        """The run ``seq`` has queued its first work (or will queue none)."""
+        if self._queued_runs.get(seq) is None:
+            self._queued_runs[seq] = True
+            self._starting -= 1
+            self._dispatch()
+
+    def end_run(self, seq: int) -> None:
+        self.run_queued(seq)
+        self._queued_runs.pop(seq, None)
+        self.runs_active -= 1
 
     # ---- admission -----------------------------------------------------------------------
     def _account(self, delta: int) -> None:
@@ -185,7 +208,7 @@ class Executor:
             self._account(head.n)
             head.started = True
             head.start(head.n)
-        if self._room and self.queued < self._window:
+        if self._room and self.queued + self._starting < self._window:
             events, self._room = self._room, []
             for event in events:
                 event.set()
@@ -252,8 +275,10 @@ class Executor:
         return got[0]
 
     async def room(self) -> None:
-        """Return when fewer than a window of sequences wait for admission (feed new work)."""
-        while self.queued >= self._window:
+        """Return when fewer than a window of sequences (and starting runs) wait for admission:
+        the moment to feed new work. Always yields once, so started runs can queue theirs."""
+        await anyio.sleep(0)
+        while self.queued + self._starting >= self._window:
             event = anyio.Event()
             self._room.append(event)
             await event.wait()

@@ -111,28 +111,33 @@ async def run(
     topo = resolve_topology(topology)
     book = RoleBook({**topo.roles, **_as_mapping(roles)})
     executor = executor_for(engine)
+    seq = executor.begin_run()
     try:
-        return await _run(prob, topo, engine, executor, config, book, precomputed, observer, unit)
+        return await _run(prob, topo, engine, executor, seq, config, book, precomputed, observer, unit)
     except BaseExceptionGroup as group:
         raise unwrap_exception_group(group) from None
+    finally:
+        executor.end_run(seq)
 
 
-async def _run(prob: Problem, topo: Topology, engine: Engine, executor: Executor, config: RunConfig,
+async def _run(prob: Problem, topo: Topology, engine: Engine, executor: Executor, seq: int, config: RunConfig,
                book: RoleBook, precomputed: Mapping[NodeId, Completion] | None,
                observer: RunObserver | None, unit: str | None) -> RunResult:
     started = time.time()
     error: str | None = None
     driver: RunDriver | None = None
     before = None
+    alone = executor.runs_active == 1  # engine counters describe this run only if it runs alone
     log.info("run started", problem=prob.id, topology=topo.name, widths=topo.widths, unit=unit)
     try:
         with anyio.fail_after(config.timeout):
             await engine.start()
             executor.refresh()
-            before = await engine.stats()
+            if alone:
+                before = await engine.stats()
             # roles are resolved (unknown roles fail) before any request is sent
             driver = RunDriver(prob, topo, executor, config, book, precomputed=precomputed,
-                               observer=observer, unit=unit)
+                               observer=observer, unit=unit, run_seq=seq)
             await driver.drive()
     except TimeoutError:
         if driver is None:
@@ -147,7 +152,7 @@ async def _run(prob: Problem, topo: Topology, engine: Engine, executor: Executor
     sink = driver.records.get(topo.sink)
     if error is None and (sink is None or sink.status != "ok"):
         error = f"the sink {topo.sink} failed: {sink.error if sink else 'not run'}"
-    after = await engine.stats() if before is not None else None
+    after = await engine.stats() if before is not None and executor.runs_active == 1 else None
     stats = RunStats(
         wall_seconds=time.time() - started, orchestration_seconds=driver.orchestration,
         requests=sum(s.requests for s in driver.summaries), unique_prompt_tokens=driver.unique_prompt_tokens,

@@ -107,7 +107,8 @@ class RunDriver:
 
     def __init__(self, problem: Problem, topology: Topology, executor: Executor, config: RunConfig,
                  roles: RoleBook, *, precomputed: Mapping[NodeId, Completion] | None = None,
-                 observer: RunObserver | None = None, unit: str | None = None) -> None:
+                 observer: RunObserver | None = None, unit: str | None = None,
+                 run_seq: int | None = None) -> None:
         self.problem, self.topology, self.executor, self.config = problem, topology, executor, config
         self.planner = Planner(problem, topology, executor.engine, config, roles)
         self.precomputed = dict(precomputed or {})
@@ -124,7 +125,7 @@ class RunDriver:
         self.orchestration = 0.0
         self.unique_prompt_tokens = 0
         self._requests = 0
-        self._run_seq = executor.new_run()
+        self._run_seq = executor.new_run() if run_seq is None else run_seq
         self._rounds = [_RoundState(left=w) for w in topology.widths]
         self._pending: dict[int, int] = {}
         self._waiting_node: dict[NodeId, list[int]] = {}
@@ -161,6 +162,7 @@ class RunDriver:
                 tg.start_soon(self._done.wait)
                 for i in ready:
                     self._ready(i)
+                self.executor.run_queued(self._run_seq)
         finally:
             self.executor.withdraw(self._tickets)
 

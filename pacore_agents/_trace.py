@@ -101,8 +101,9 @@ class RunStats(BaseModel):
 
     ``orchestration_seconds``: this run's own planning and applying (the framework's overhead);
     ``unique_prompt_tokens``: prompt tokens of its distinct prompts (siblings counted once);
-    ``prefill_computed_tokens`` / ``prefill_cached_tokens``: the engine's counters over the run
-    (they include concurrent runs' work on a shared engine: exact for a run alone).
+    ``prefill_computed_tokens`` / ``prefill_cached_tokens``: the engine's counters over the run,
+    where the engine reports them and the run had the engine to itself (None otherwise: on a
+    shared engine they would count other runs' work; studies record them per invocation).
     """
 
     wall_seconds: float
