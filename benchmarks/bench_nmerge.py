@@ -82,7 +82,7 @@ async def one_round(engine: OpenAIEngine, http: httpx.AsyncClient, url: str, pro
 
 async def bench(url: str, args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
-    async with OpenAIEngine(url, model=SERVED_NAME, timeout=600) as engine, httpx.AsyncClient() as http:
+    async with OpenAIEngine(url, model=SERVED_NAME, timeout=600, seed_requests=True) as engine, httpx.AsyncClient() as http:
         warm = GenerationRequest(messages=prompt_for(99, args.facts), n=2,
                                  sampling=SamplingParams(max_tokens=8, seed=0))
         await engine.generate(warm)

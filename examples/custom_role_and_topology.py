@@ -24,7 +24,7 @@ from pacore_agents import (
     from_graph,
     run_sync,
 )
-from pacore_agents.engines import EngineOptions, create_engine
+from pacore_agents.engines import VLLMOptions, create_engine
 
 
 class Skeptic(Role):
@@ -55,7 +55,7 @@ def fake(request: GenerationRequest) -> list[str]:
 
 def main() -> None:
     topology = build_topology()
-    engine = FunctionEngine(fake) if "--fake" in sys.argv else create_engine(EngineOptions())
+    engine = FunctionEngine(fake) if "--fake" in sys.argv else create_engine(VLLMOptions())
     config = RunConfig(sampling=SamplingParams(temperature=0.8, max_tokens=160))
     result = run_sync("A farmer has 7 cows and buys 5 more. How many cows?", topology, engine,
                       config=config, roles=[Skeptic("skeptic")])

@@ -62,3 +62,22 @@ class RunFailedError(PacoreError):
     def __init__(self, message: str, trace: Any = None) -> None:
         super().__init__(message)
         self.trace = trace
+
+
+def unwrap_exception_group(exc: BaseException) -> BaseException:
+    """The one error a user should see for ``exc``: ``exc`` itself unless it is an
+    ``ExceptionGroup`` (nested at any depth); then its single leaf, else the first
+    ``PacoreError`` leaf, else the first leaf (leaves in depth-first order)."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [exc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(reversed(item.exceptions))
+        else:
+            leaves.append(item)
+    if not leaves:  # pragma: no cover - an exception group always holds at least one exception
+        return exc
+    return next((leaf for leaf in leaves if isinstance(leaf, PacoreError)), leaves[0])

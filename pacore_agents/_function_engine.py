@@ -77,7 +77,7 @@ class FunctionEngine(Engine):
         return out
 
     @classmethod
-    def from_spec(cls, spec: str) -> FunctionEngine:
+    def from_spec(cls, spec: str, *, max_sequences: int | None = None) -> FunctionEngine:
         """Load ``MODULE:CALLABLE`` (the CLI's ``--engine function:MODULE:CALLABLE``)."""
         module_name, sep, attr = spec.partition(":")
         if not sep or not module_name or not attr:
@@ -89,4 +89,4 @@ class FunctionEngine(Engine):
         handler = getattr(module, attr, None)
         if not callable(handler):
             raise ConfigError(f"function engine: {module_name!r} has no callable {attr!r}")
-        return cls(cast(Handler, handler), name=f"function:{spec}")
+        return cls(cast(Handler, handler), name=f"function:{spec}", max_sequences=max_sequences)

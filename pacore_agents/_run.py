@@ -105,7 +105,7 @@ async def run(
     for bad input, before any request is sent. Never an ``ExceptionGroup``.
     """
     if engine is None:
-        raise ConfigError("run() needs an engine: e.g. FunctionEngine(handler) or create_engine(EngineOptions())")
+        raise ConfigError("run() needs an engine: e.g. FunctionEngine(handler) or create_engine(VLLMOptions())")
     config = config or RunConfig()
     prob = Problem.coerce(problem)
     topo = resolve_topology(topology)

@@ -11,9 +11,26 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
 
+from ._cli_engine import (
+    ApiKeyFlag,
+    BaseUrlFlag,
+    DtypeFlag,
+    EagerFlag,
+    EngineFlag,
+    EngineFlags,
+    KvCacheFlag,
+    MaxModelLenFlag,
+    MaxSequencesFlag,
+    ModelFlag,
+    RequestTimeoutFlag,
+    RetriesFlag,
+    SeedRequestsFlag,
+    TensorParallelFlag,
+    exit_code_for,
+)
 from ._config import RunConfig
 from ._engine import SamplingParams
 from ._errors import ConfigError, PacoreError, RunFailedError
@@ -25,7 +42,7 @@ from ._run import run
 from ._specs import builtin_topologies, load_topology
 from ._topology import all_to_all
 from ._trace import RunTrace
-from .engines import EngineOptions, create_engine
+from .engines import create_engine
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="PaCoRe: parallel coordinated reasoning where every trajectory is an agent.")
@@ -61,26 +78,6 @@ def parse_params(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def engine_options(engine: str, model: str | None, base_url: list[str], api_key: str | None,
-                   max_model_len: int | None, dtype: str, kv_cache_gb: float | None,
-                   tensor_parallel_size: int, enforce_eager: bool | None) -> EngineOptions:
-    kind, _, rest = engine.partition(":")
-    if kind not in {"vllm", "openai", "function"}:
-        fail(f"unknown engine {engine!r}: use vllm, openai or function:MODULE:CALLABLE")
-    if kind == "openai" and not base_url:
-        fail("the openai engine needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-    try:
-        return EngineOptions(
-            kind=kind,  # type: ignore[arg-type]
-            model=model, base_urls=base_url, api_key=SecretStr(api_key) if api_key else None,
-            max_model_len=max_model_len, dtype=dtype, kv_cache_space_gb=kv_cache_gb,
-            tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
-            function=rest or None,
-        )
-    except ValidationError as exc:
-        fail(f"bad engine options: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
-
-
 def read_problem(problem: str) -> Problem:
     """The problem text, ``-`` for stdin, or ``@file.json`` holding chat messages."""
     if problem == "-":
@@ -102,30 +99,39 @@ def run_command(
     topology: Annotated[str, typer.Option("--topology", "-t", help="built-in name or spec path")] = "pacore-low",
     widths: Annotated[str | None, typer.Option(help="all-to-all widths, e.g. 32,4 (a sink round is appended)")] = None,
     param: Annotated[list[str] | None, typer.Option(help="override a topology parameter: key=value")] = None,
-    engine: Annotated[str, typer.Option(help="vllm | openai | function:MODULE:CALLABLE")] = "vllm",
-    model: Annotated[str | None, typer.Option(help="model name or local path (default: embedded SmolLM2-135M)")] = None,
-    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible base URL (repeatable)")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="OPENAI_API_KEY", show_envvar=False, help="API key (default: $OPENAI_API_KEY)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="max generated tokens per trajectory")] = None,
     temperature: Annotated[float, typer.Option()] = 1.0,
     top_p: Annotated[float, typer.Option()] = 1.0,
     seed: Annotated[int, typer.Option(help="run seed: per-request seeds derive from it")] = 0,
     order: Annotated[str, typer.Option(help="reference order: pacore | graph | seeded")] = "pacore",
     on_failure: Annotated[str, typer.Option(help="fail | continue")] = "fail",
-    max_in_flight: Annotated[int, typer.Option(help="cap on engine requests in flight")] = 64,
+    mode: Annotated[str, typer.Option(help="dataflow (a node starts when its inputs are ready) | rounds "
+                                      "(a barrier per round); same results")] = "dataflow",
     max_message_tokens: Annotated[int | None, typer.Option(help="cut each message to this many tokens")] = None,
     no_merge: Annotated[bool, typer.Option("--no-merge", help="send identical prompts as separate requests")] = False,
-    max_model_len: Annotated[int | None, typer.Option(help="vLLM context length")] = None,
-    dtype: Annotated[str, typer.Option(help="vLLM dtype")] = "auto",
-    kv_cache_gb: Annotated[float | None, typer.Option(help="vLLM CPU KV cache space, GiB")] = None,
-    tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallel size")] = 1,
-    eager: Annotated[bool | None, typer.Option("--eager/--no-eager", help="vLLM enforce_eager")] = None,
     trace: Annotated[Path | None, typer.Option(help="write the full trace as JSON")] = None,
     log_json: Annotated[Path | None, typer.Option(help="write structured logs as JSON lines")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+    engine: EngineFlag = None,
+    model: ModelFlag = None,
+    base_url: BaseUrlFlag = None,
+    api_key: ApiKeyFlag = None,
+    max_model_len: MaxModelLenFlag = None,
+    dtype: DtypeFlag = None,
+    kv_cache_gb: KvCacheFlag = None,
+    tensor_parallel_size: TensorParallelFlag = None,
+    eager: EagerFlag = None,
+    max_sequences: MaxSequencesFlag = None,
+    request_timeout: RequestTimeoutFlag = None,
+    retries: RetriesFlag = None,
+    seed_requests: SeedRequestsFlag = None,
 ) -> None:
     """Run PaCoRe on one problem and print the sink's answer."""
+    flags = EngineFlags(engine=engine, model=model, base_url=base_url, api_key=api_key,
+                        max_model_len=max_model_len, dtype=dtype, kv_cache_gb=kv_cache_gb,
+                        tensor_parallel_size=tensor_parallel_size, eager=eager, max_sequences=max_sequences,
+                        request_timeout=request_timeout, retries=retries, seed_requests=seed_requests)
     configure_logging(verbose=verbose, json_path=log_json)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
     try:
@@ -140,14 +146,16 @@ def run_command(
             fail(f"bad --order {order!r}: use pacore, graph or seeded")
         if on_failure not in ("fail", "continue"):
             fail(f"bad --on-failure {on_failure!r}: use fail or continue")
+        if mode not in ("dataflow", "rounds"):
+            fail(f"bad --mode {mode!r}: use dataflow or rounds")
         config = RunConfig(
             sampling=SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
             seed=seed, order=order_policy(order), on_failure="fail" if on_failure == "fail" else "continue",
-            max_in_flight=max_in_flight, max_message_tokens=max_message_tokens, merge_identical=not no_merge,
+            max_message_tokens=max_message_tokens, merge_identical=not no_merge, retry=flags.retry(),
+            mode="rounds" if mode == "rounds" else "dataflow",
         )
-        options = engine_options(engine, model, base_url or [], api_key, max_model_len, dtype, kv_cache_gb,
-                                 tensor_parallel_size, eager)
-        eng = create_engine(options)
+        options = flags.options()
+        eng = create_engine(options, retry=config.retry)
     except ValidationError as exc:
         first = exc.errors()[0]
         fail(f"bad option {'.'.join(map(str, first['loc']))}: {first['msg']}")
@@ -164,20 +172,25 @@ def run_command(
 
     try:
         result_trace = anyio.run(main)
-    except RunFailedError as exc:
-        if trace is not None and exc.trace is not None:
-            write_trace(trace, exc.trace)
-        fail(str(exc), code=1)
-    except ConfigError as exc:
-        fail(str(exc))
-    except PacoreError as exc:
-        fail(str(exc), code=1)
+    except (PacoreError, BaseExceptionGroup) as exc:
+        mapped = exit_code_for(exc)
+        if mapped is None:
+            raise
+        leaf, code = mapped
+        if isinstance(leaf, RunFailedError) and trace is not None and leaf.trace is not None:
+            write_trace(trace, leaf.trace)
+        fail(str(leaf), code=code)
     if trace is not None:
         write_trace(trace, result_trace)
     typer.echo(result_trace.answer)
     seconds = result_trace.ended_at - result_trace.started_at
     err.print(f"[dim]{result_trace.topology_name}: {len(result_trace.nodes)} trajectories, "
               f"effective TTC {result_trace.effective_ttc} tokens, {seconds:.1f}s[/dim]")
+    if result_trace.degraded:  # exit 0: there is an answer, but say what it lacks
+        failed = [n.id for n in result_trace.nodes if n.status == "failed"]
+        err.print(f"[yellow]degraded:[/yellow] {len(failed)} of {len(result_trace.nodes)} trajectories failed "
+                  f"({', '.join(failed[:8])}{', ...' if len(failed) > 8 else ''}); the answer was synthesized "
+                  "without their messages (see the trace's nodes[].error)", highlight=False, soft_wrap=True)
 
 
 def order_policy(order: str) -> OrderPolicy:
@@ -211,6 +224,15 @@ def _mount_study() -> None:
 
 
 _mount_study()
+
+
+def _mount_serve() -> None:
+    from .cli_serve import serve_command  # imports no server library until the command runs
+
+    app.command("serve")(serve_command)
+
+
+_mount_serve()
 
 
 def main() -> None:

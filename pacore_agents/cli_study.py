@@ -10,14 +10,34 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import anyio
 import typer
 from rich.console import Console
 
+from ._cli_engine import (
+    ApiKeyFlag,
+    BaseUrlFlag,
+    DtypeFlag,
+    EagerFlag,
+    EngineFlag,
+    EngineFlags,
+    KvCacheFlag,
+    MaxModelLenFlag,
+    MaxSequencesFlag,
+    ModelFlag,
+    RequestTimeoutFlag,
+    RetriesFlag,
+    SeedRequestsFlag,
+    TensorParallelFlag,
+    exit_code_for,
+)
 from ._errors import ConfigError, PacoreError
 from ._logging import configure_logging
+
+if TYPE_CHECKING:
+    from .studies import StudySpec
 
 study_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Run and report studies: arms x problems x samples, resumable.")
@@ -37,26 +57,55 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 @study_app.command("run")
 def run_command(
     spec_path: Annotated[Path, typer.Argument(metavar="STUDY.toml", help="the study spec")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="results folder (created; resumable)")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="results folder (created; resumable)")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="live progress with ETA")] = True,
     report: Annotated[bool, typer.Option("--report/--no-report", help="print the report at the end")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log every run")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the arms, units and token budgets; "
+                                          "start no engine, write nothing")] = False,
+    engine: EngineFlag = None,
+    model: ModelFlag = None,
+    base_url: BaseUrlFlag = None,
+    api_key: ApiKeyFlag = None,
+    max_model_len: MaxModelLenFlag = None,
+    dtype: DtypeFlag = None,
+    kv_cache_gb: KvCacheFlag = None,
+    tensor_parallel_size: TensorParallelFlag = None,
+    eager: EagerFlag = None,
+    max_sequences: MaxSequencesFlag = None,
+    request_timeout: RequestTimeoutFlag = None,
+    retries: RetriesFlag = None,
+    seed_requests: SeedRequestsFlag = None,
 ) -> None:
-    """Run (or resume) the study in STUDY.toml into --out."""
+    """Run (or resume) the study in STUDY.toml into --out. Engine flags override the study's
+    [engine] table (and --retries / --request-timeout its [retry] table)."""
     from .studies import build_report, load_study, run_study
 
     configure_logging(verbose=verbose)
     console = _console()
+    flags = EngineFlags(engine=engine, model=model, base_url=base_url, api_key=api_key,
+                        max_model_len=max_model_len, dtype=dtype, kv_cache_gb=kv_cache_gb,
+                        tensor_parallel_size=tensor_parallel_size, eager=eager, max_sequences=max_sequences,
+                        request_timeout=request_timeout, retries=retries, seed_requests=seed_requests)
     try:
         spec = load_study(spec_path)
+        if flags.given():
+            spec = spec.model_copy(update={"engine": flags.options(spec.engine), "retry": flags.retry(spec.retry)})
+        if dry_run:
+            _dry_run(spec, console)
+            return
+        if out is None:
+            _fail("give --out DIR: the folder the results go to (or --dry-run to see the plan)")
         text = spec_path.read_text(encoding="utf-8")
         summary = anyio.run(lambda: run_study(spec, out, spec_text=text, progress=progress, console=console))
-    except ConfigError as exc:
-        _fail(str(exc))
+    except (PacoreError, BaseExceptionGroup) as exc:
+        mapped = exit_code_for(exc)
+        if mapped is None:
+            raise
+        leaf, code = mapped
+        _fail(str(leaf), code)
     except KeyboardInterrupt:
         _fail(f"interrupted; run the same command again to resume (finished samples are kept in {out})", 130)
-    except PacoreError as exc:
-        _fail(str(exc), 1)
     console.print(f"{summary.ran} samples run now, {summary.already_done} were already stored, "
                   f"{summary.total} in the study; {summary.elapsed:.1f}s")
     for arm, sizes in summary.sc_sizes.items():
@@ -68,6 +117,29 @@ def run_command(
             _err.print(f"failed: {line}", highlight=False, soft_wrap=True)
         extra = " (self-consistency waits for them)" if summary.skipped_phase2 else ""
         _fail(f"{len(summary.failed)} samples failed{extra}; run the same command again to retry them", 1)
+
+
+def _dry_run(spec: StudySpec, console: Console) -> None:
+    from .studies import plan_study, plan_table
+    from .studies._report import roles_table
+
+    problems, plans = plan_study(spec)
+    console.print(plan_table(spec, problems, plans))
+    console.print(roles_table({p.name: p.roles for p in plans if p.roles}))
+    units = sum(p.units for p in plans)
+    bounds = [p.ttc_bound * p.units for p in plans if p.ttc_bound is not None]
+    console.print(f"{units} units in all; at most {sum(bounds):,} completion tokens for the "
+                  f"{len(bounds)} arms with a bound; engine: {spec.engine.kind} (not started)")
+
+
+@study_app.command("schema")
+def schema_command() -> None:
+    """Print the JSON schema of a study file (TOML with this structure)."""
+    import json
+
+    from .studies import StudySpec
+
+    typer.echo(json.dumps(StudySpec.model_json_schema(), indent=2, ensure_ascii=False))
 
 
 @study_app.command("report")

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def reference_dir() -> Path:
@@ -25,6 +30,44 @@ def reference_dir() -> Path:
 def golden() -> dict[str, Any]:
     data: dict[str, Any] = json.loads((reference_dir() / "golden.json").read_text(encoding="utf-8"))
     return data
+
+
+def _leftover_processes(grace: float) -> list[psutil.Process]:
+    """Descendants of this process still running after ``grace`` seconds (zombies reaped).
+    multiprocessing's resource tracker is left out: it exits when its parent does."""
+    children = [p for p in psutil.Process().children(recursive=True) if not _is_resource_tracker(p)]
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _is_resource_tracker(proc: psutil.Process) -> bool:
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_orphan_processes() -> Iterator[None]:
+    """The suite ends by checking that no process it started is left (then kills them).
+
+    On Linux the session becomes a child subreaper first, so a process orphaned by a killed
+    subprocess (say a study's grading worker after ``kill -9``) is re-parented to it and found."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    left = _leftover_processes(grace=5.0)
+    if left:
+        described = []
+        for proc in left:
+            try:
+                described.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
+                proc.kill()
+            except psutil.Error:
+                continue
+        if described:
+            pytest.fail("the test session left processes running:\n" + "\n".join(described), pytrace=False)
 
 
 @pytest.fixture(autouse=True, scope="session")

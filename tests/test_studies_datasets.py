@@ -123,3 +123,58 @@ def test_spec_validation() -> None:
         DatasetSpec(name="gsm8k", path=Path("x.jsonl"))
     with pytest.raises(ValueError, match=r"\{problem\}"):
         DatasetSpec(name="gsm8k", prompt_template="no placeholder")
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{problem}\nPut it in \\boxed{}.", r"write literal braces twice \(\\boxed\{\{\}\} for \\boxed\{\}\); it has \{\}"),
+    ("{problem} in \\boxed{answer}", r"literal braces twice.*it has \{answer\}"),
+    ("{problem} }", "Single '}' encountered"),
+    ("no field", r"must contain \{problem\}"),
+])
+def test_prompt_template_checked_when_the_spec_loads(template: str, message: str) -> None:
+    from pacore_agents.studies import parse_study
+
+    text = f'[dataset]\nname = "gsm8k"\nprompt_template = {json.dumps(template)}\n[[arms]]\nname = "s"\nbaseline = "single"\n'
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_study(text)
+    assert "\n" not in str(info.value)
+
+
+def test_prompt_template_with_doubled_braces_works() -> None:
+    (p,) = load_problems(DatasetSpec(name="gsm8k", limit=1, prompt_template="{problem}\nAnswer in \\boxed{{}}."))
+    assert p.statement.endswith("\nAnswer in \\boxed{}.") and p.statement.startswith("Janet")
+
+
+def test_arithmetic_is_seeded_exact_and_pinned() -> None:
+    spec = DatasetSpec(kind="arithmetic", digits=2, terms=3, count=4, seed=1)
+    problems = load_problems(spec)
+    assert [p.metadata["expression"] for p in problems] == ["27 - 82 + 18", "73 * 67 - 70", "36 + 22 - 72",
+                                                            problems[3].metadata["expression"]]
+    assert [p.answer for p in problems[:3]] == ["-37", "4821", "-14"]
+    assert [p.id for p in problems] == ["arith-0", "arith-1", "arith-2", "arith-3"]
+    assert problems[1].statement == ("What is 73 * 67 - 70?\n\nPlease reason step by step, and put your final "
+                                     "answer within \\boxed{}.")
+    again = load_problems(spec)
+    assert [p.statement for p in again] == [p.statement for p in problems]
+    other = load_problems(spec.model_copy(update={"seed": 2}))
+    assert [p.statement for p in other] != [p.statement for p in problems]
+    for p in load_problems(DatasetSpec(kind="arithmetic", digits=3, terms=4, count=200, seed=5)):
+        expr = p.metadata["expression"]
+        assert int(p.answer) == eval(expr)  # our own digits and operators only
+        assert all(len(tok) == 3 for tok in expr.split() if tok.isdigit())
+    ones = load_problems(DatasetSpec(kind="arithmetic", operations=["*"], count=100, limit=10, offset=5))
+    assert len(ones) == 10 and all(" * " in p.metadata["expression"] for p in ones)
+    assert all(1 <= int(t) <= 9 for p in ones for t in p.metadata["expression"].split(" * "))
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"name": "gsm8k", "digits": 2}, "dataset.digits is for kind = 'arithmetic'"),
+    ({"kind": "arithmetic", "name": "gsm8k"}, "remove dataset.name"),
+    ({"kind": "arithmetic", "operations": ["/"]}, "operations"),
+    ({"kind": "arithmetic", "terms": 1}, "terms"),
+])
+def test_arithmetic_spec_errors(fields: dict[str, object], message: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        DatasetSpec.model_validate(fields)

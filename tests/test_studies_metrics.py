@@ -12,7 +12,9 @@ import pytest
 from pacore_agents import FunctionEngine, GenerationRequest
 from pacore_agents.studies import (
     ArmMetrics,
+    NodeOutcome,
     ResultStore,
+    SampleOutcome,
     build_report,
     compute_metrics,
     parse_study,
@@ -67,9 +69,9 @@ def write_study(tmp: Path, arms: str) -> str:
     return f"""
 samples = 2
 seed = 7
-concurrency = 2
 [engine]
 kind = "function"
+function = "tests.test_studies_metrics:scripted"
 [dataset]
 path = "{data}"
 problem_field = "q"
@@ -166,12 +168,28 @@ def test_stored_traces_and_report(study: Path) -> None:
         store.close()
     report = build_report(study)
     names = sorted(f.name for f in report.files)
-    assert names == ["accuracy_vs_ttc.png", "metrics.csv", "rounds.csv", "rounds.png", "samples.csv",
-                     "topology_low2.png"]
+    assert names == ["accuracy_vs_ttc.png", "metrics.csv", "pairs.csv", "roles.csv", "rounds.csv", "rounds.png",
+                     "samples.csv", "topology_low2.png"]
+    # low2 - single per problem: p1 1/2 - 1, p2 1/2 - 1/2, p3 1/2 - 1/2 -> d = (-1/2, 0, 0); a
+    # bootstrap mean is -X/6, X ~ Binomial(3, 1/3), P(X = 3) = 1/27 > 2.5%: interval [-1/2, 0]
+    pairs = {(p.a, p.b): p for p in report.pairs}
+    assert set(pairs) == {("single", "low2"), ("single", "sc@3"), ("low2", "sc@3")}
+    p = pairs[("single", "low2")]
+    assert (p.problems, p.samples_per_problem, p.p_value) == (3, 2, None)
+    assert (p.diff, p.diff_low, p.diff_high) == pytest.approx((1 / 6, 0.0, 0.5))
+    assert report.roles == {"low2": {"explorer": {"template": "problem", "system": "", "compaction": "pacore",
+                                                  "sampling": ""},
+                                     "sink": {"template": "pacore", "system": "", "compaction": "pacore",
+                                              "sampling": ""}}}
+    pair_rows = (study / "report" / "pairs.csv").read_text().splitlines()
+    assert pair_rows[0] == "a,b,problems,samples_per_problem,acc_a,acc_b,diff,diff_low,diff_high,a_only,b_only,p_value"
+    assert len(pair_rows) == 4
+    assert (study / "report" / "roles.csv").read_text().splitlines()[1:] == [
+        "low2,explorer,problem,,pacore,", "low2,sink,pacore,,pacore,"]
     for f in report.files:
         assert f.stat().st_size > 100
     rows = (study / "report" / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("label,arm,kind") and len(rows) == 4
+    assert rows[0].startswith("label,arm,kind") and len(rows) == 4 and ",ci_method," in rows[0]
     assert (study / "report" / "accuracy_vs_ttc.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -206,7 +224,7 @@ baseline = "single"
 name = "sc"
 baseline = "self-consistency"
 """
-    spec = parse_study(write_study(tmp_path, arms).replace("concurrency = 2", "concurrency = 2\ntrajectory_pool = true"))
+    spec = parse_study(write_study(tmp_path, arms).replace("seed = 7", "seed = 7\ntrajectory_pool = true"))
     summary = anyio.run(lambda: run_study(spec, tmp_path / "out", engine=FunctionEngine(engine)))
     assert summary.failed == [] and summary.sc_sizes == {"sc": {"low2": 3}}
     assert {r.metadata.problem_id for r in requests} == set(GOLD)  # affinity stays per problem
@@ -243,7 +261,7 @@ def test_seeds_sent_only_when_seeded(tmp_path: Path, seeded: bool) -> None:
 
     arms = "[[arms]]\nname = \"low2\"\nwidths = [2]\n[[arms]]\nname = \"single\"\nbaseline = \"single\"\n"
     text = write_study(tmp_path, arms).replace("seed = 7", f"seed = 7\nseeded = {str(seeded).lower()}")
-    spec = parse_study(text.replace("concurrency = 2", "concurrency = 2\ntrajectory_pool = true"))
+    spec = parse_study(text.replace("seed = 7", "seed = 7\ntrajectory_pool = true"))
     summary = anyio.run(lambda: run_study(spec, tmp_path / "out", engine=FunctionEngine(engine)))
     assert summary.failed == [] and len(requests) == 12  # 6 pool requests + 6 sinks
     assert all((r.sampling.seed is not None) == seeded for r in requests)
@@ -260,3 +278,33 @@ def test_cli_report(study: Path, tmp_path: Path) -> None:
     assert "sc@3" in result.output and "low2" in result.output and "50.0 [19-81]" in result.output
     missing = runner.invoke(study_app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "holds no study results" in missing.output
+
+
+def _node(nid: str, status: str, answer: str | None = None, inputs: int = 0, xref: bool = False) -> NodeOutcome:
+    r, a = (int(x) for x in nid[1:].split(".a"))
+    return NodeOutcome(id=nid, round=r, agent=a, inputs=[f"r{r - 1}.a{i}" for i in range(inputs)],
+                       tokens=0 if status == "failed" else 5, status=status,  # type: ignore[arg-type]
+                       answer=answer, cross_refs=xref)
+
+
+def test_failed_nodes_leave_every_per_round_denominator() -> None:
+    """Round 2 of a ring: sample 0 has one failed synthesizer, sample 1 has all failed.
+    Consensus and cross-checking count only the nodes that sent a message (#10.12)."""
+    s0 = [_node("r1.a0", "correct", "1"), _node("r1.a1", "wrong", "2"), _node("r1.a2", "correct", "1"),
+          _node("r2.a0", "correct", "1", 2, xref=True), _node("r2.a1", "correct", "1", 2),
+          _node("r2.a2", "failed", None, 2), _node("r3.a0", "correct", "1", 2, xref=True)]
+    s1 = [_node("r1.a0", "wrong", "3"), _node("r1.a1", "wrong", "4"), _node("r1.a2", "wrong", None),
+          _node("r2.a0", "failed", None, 3), _node("r2.a1", "failed", None, 3),
+          _node("r2.a2", "failed", None, 3), _node("r3.a0", "wrong", "3", 0)]
+    outcomes = [SampleOutcome(arm="ring", problem_id="p", sample=i, kind="topology", status=nodes[-1].status,
+                              answer=nodes[-1].answer, effective_ttc=30, sink="r3.a0", nodes=nodes)
+                for i, nodes in enumerate((s0, s1))]
+    (m,) = compute_metrics(outcomes, ["ring"], {})
+    r1, r2, r3 = m.rounds
+    assert (r2.nodes, r2.failed, r1.failed) == (6, 4, 0)
+    assert r2.accuracy == 1.0  # 2 graded of the 2 that sent a message
+    assert r2.consensus == 1.0  # sample 0: 2/2 agree (2/3 if the failed one counted); sample 1: no message
+    assert r2.cross_check == 0.5  # 1 of the 2 sent (1/6 if failed nodes counted)
+    assert r1.consensus == pytest.approx((2 / 3 + 1 / 3) / 2)  # a message without an answer still counts
+    assert r3.cross_check == 1.0  # the sink of sample 1 has no inputs
+    assert m.cross_check == pytest.approx(2 / 3)  # r2.a0 and r3.a0 of the 3 sent with inputs

@@ -60,7 +60,6 @@ def test_kill9_then_resume(tmp_path: Path) -> None:
     spec = tmp_path / "study.toml"
     spec.write_text(f"""
 samples = {SAMPLES}
-concurrency = 2
 [engine]
 kind = "function"
 function = "studyfe:handler"

@@ -22,8 +22,15 @@ from pacore_agents import (
     ring,
     run,
 )
-from pacore_agents.engines import EngineOptions, create_engine
-from pacore_agents.engines._vllm import VLLMEngine, cpu_has_native_bf16, split_reasoning
+from pacore_agents._engine import RequestMetadata
+from pacore_agents.engines import VLLMOptions, create_engine
+from pacore_agents.engines._vllm import (
+    DEFAULT_CPU_BLOCK_SIZE,
+    TYPICAL_SEQUENCE_TOKENS,
+    VLLMEngine,
+    cpu_has_native_bf16,
+    split_reasoning,
+)
 from tests._real_engines import (
     TEST_KV_CACHE_GB,
     TEST_MAX_MODEL_LEN,
@@ -56,7 +63,7 @@ def test_split_reasoning() -> None:
 
 
 def test_from_options_and_info_before_start() -> None:
-    engine = create_engine(EngineOptions(kind="vllm", max_model_len=1024, kv_cache_space_gb=0.5))
+    engine = create_engine(VLLMOptions(kind="vllm", max_model_len=1024, kv_cache_space_gb=0.5))
     assert isinstance(engine, VLLMEngine) and not engine.started
     assert engine.info.name == "vllm" and engine.info.model == "SmolLM2-135M-Instruct"
     assert engine.info.max_context == 1024
@@ -249,6 +256,65 @@ async def test_count_and_truncate_use_the_real_tokenizer(engine: VLLMEngine) -> 
     assert engine.truncate_tokens(text, 100) == text
 
 
+@pytest.mark.vllm
+async def test_n_children_equal_n1_requests_seeded_s_plus_i(engine: VLLMEngine) -> None:
+    """vLLM gives child i of an n=K request with seed s the seed s + i (parallel_sampling.py):
+    the executor's split of an n-merge into K n=1 requests (seeds s..s+K-1) is the same."""
+    text = "Write one sentence about the moon."
+    merged = [c.content for c in await engine.generate(ask(text, n=4, temperature=1.0,
+                                                           max_tokens=16, seed=500))]
+    split: dict[int, str] = {}
+
+    async def one(i: int) -> None:
+        (done,) = await engine.generate(ask(text, temperature=1.0, max_tokens=16, seed=500 + i))
+        split[i] = done.content
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(one, i)
+    assert merged == [split[i] for i in range(4)]
+    assert len(set(merged)) > 1
+
+
+@pytest.mark.vllm
+async def test_capacity_block_size_and_priority_policy(engine: VLLMEngine) -> None:
+    await engine.start()
+    details = engine.info.details
+    assert details["block_size"] == DEFAULT_CPU_BLOCK_SIZE and details["scheduling_policy"] == "priority"
+    typical = min(TEST_MAX_MODEL_LEN, TYPICAL_SEQUENCE_TOKENS)
+    want = max(1, min(details["max_num_seqs"], details["kv_cache_tokens"] // typical))
+    assert engine.info.max_sequences == want == details["capacity_sequences"]
+    assert details["kv_cache_tokens"] > 10_000  # 1 GiB holds tens of thousands of tokens
+    (done,) = await engine.generate(GenerationRequest(
+        messages=(ChatMessage(role="user", content="Say hi."),), sampling=SamplingParams(max_tokens=4),
+        metadata=RequestMetadata(priority=7)))
+    assert done.content
+
+
+@pytest.mark.vllm
+async def test_stats_count_computed_and_cached_prefill(engine: VLLMEngine) -> None:
+    text = "Recall: " + " ".join(f"Stat {i} of the ledger is {i * 7 % 13}." for i in range(40))
+    before = await engine.stats()
+    assert before is not None and before.source == "vllm-inprocess"
+    (first,) = await engine.generate(ask(text, temperature=0, max_tokens=2))
+    middle = await engine.stats()
+    (second,) = await engine.generate(ask(text, temperature=0, max_tokens=2))
+    after = await engine.stats()
+    assert middle is not None and after is not None
+    assert before.prefill_computed_tokens is not None and middle.prefill_computed_tokens is not None
+    assert before.prefill_cached_tokens is not None and middle.prefill_cached_tokens is not None
+    assert after.prefill_computed_tokens is not None and after.prefill_cached_tokens is not None
+    prompt = first.usage.prompt_tokens
+    assert prompt > 300
+    assert (middle.prefill_computed_tokens - before.prefill_computed_tokens
+            + middle.prefill_cached_tokens - before.prefill_cached_tokens) == prompt
+    cached = after.prefill_cached_tokens - middle.prefill_cached_tokens
+    block = engine.info.details["block_size"]
+    assert cached == second.usage.cached_tokens >= (prompt - 1) // block * block
+    assert after.prefill_computed_tokens - middle.prefill_computed_tokens == prompt - cached
+    assert (after.running, after.waiting) == (0, 0)  # idle
+
+
 RUN_SAMPLING = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=32)
 GSM8K = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
          "in May. How many clips did Natalia sell altogether in April and May?")
@@ -277,6 +343,45 @@ async def test_ring_run_on_the_engine(engine: VLLMEngine) -> None:
     assert result.answer and len(trace.nodes) == 3 * 2 + 1
     assert all(node.ok for node in trace.nodes)
     assert trace.effective_ttc == sum(node.usage.completion_tokens for node in trace.nodes)
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(300)
+async def test_priority_orders_the_waiting_queue() -> None:
+    """One sequence at a time (``max_sequences=1`` sets vLLM's ``max_num_seqs``): of two
+    requests waiting behind a running one, the one with the lower priority value runs first,
+    although it arrived last."""
+    eng = VLLMEngine(str(embedded_model_path()), max_model_len=TEST_MAX_MODEL_LEN,
+                     kv_cache_space_gb=0.25, max_sequences=1)
+    order: list[str] = []
+
+    async def one(name: str, priority: int, max_tokens: int) -> None:
+        await eng.generate(GenerationRequest(
+            messages=(ChatMessage(role="user", content=f"Write a long story about {name}."),),
+            sampling=SamplingParams(temperature=1.8, max_tokens=max_tokens, seed=1),
+            metadata=RequestMetadata(priority=priority)))
+        order.append(name)
+
+    async def queued(n: int) -> None:
+        for _ in range(3000):  # the engine adds a request within milliseconds
+            if eng._llm.get_num_unfinished_requests() >= n:
+                return
+            await anyio.sleep(0.01)
+        raise AssertionError(f"{n} requests never reached the engine")
+
+    try:
+        await eng.start()
+        assert eng.info.max_sequences == 1 and eng.info.details["max_num_seqs"] == 1
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, "first", 0, 64)
+                await queued(1)
+                tg.start_soon(one, "late", 5, 4)
+                await queued(2)
+                tg.start_soon(one, "urgent", -5, 4)
+    finally:
+        await eng.aclose()
+    assert order == ["first", "urgent", "late"]
 
 
 @pytest.mark.vllm

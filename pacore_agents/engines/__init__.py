@@ -5,36 +5,46 @@ Heavy backends are imported lazily: ``import pacore_agents`` never imports vLLM 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._options import EngineKind, EngineOptions
+from ._options import (
+    DEFAULT_SEQUENCES_PER_ENDPOINT,
+    EngineKind,
+    EngineOptions,
+    FunctionOptions,
+    OpenAIOptions,
+    VLLMOptions,
+    parse_engine_options,
+    results_fingerprint,
+)
 
 if TYPE_CHECKING:
     from pacore_agents._engine import Engine
+    from pacore_agents._wrappers import RetryPolicy
 
-__all__ = ["EngineKind", "EngineOptions", "create_engine"]
+__all__ = ["DEFAULT_SEQUENCES_PER_ENDPOINT", "EngineKind", "EngineOptions", "FunctionOptions", "OpenAIOptions",
+           "VLLMOptions", "create_engine", "parse_engine_options", "results_fingerprint"]
 
 
-def create_engine(options: EngineOptions) -> Engine:
-    """Build the engine ``options`` describes (not started; use it as an async context manager
-    or call ``aclose`` when done)."""
-    from pacore_agents._errors import ConfigError
-
-    if options.kind == "function":
+def create_engine(options: EngineOptions | Mapping[str, Any], *, retry: RetryPolicy | None = None) -> Engine:
+    """Build the engine ``options`` describe (not started; use it as an async context manager
+    or call ``aclose`` when done). ``retry`` bounds the OpenAI engine's start-up probe of its
+    endpoints (default: ``RetryPolicy()``). Raises ``ConfigError`` for options that cannot
+    work (a function that does not import, a bad base URL); a mapping is parsed first."""
+    options = parse_engine_options(options)
+    if isinstance(options, FunctionOptions):
         from pacore_agents._function_engine import FunctionEngine
 
-        if not options.function:
-            raise ConfigError("the function engine needs MODULE:CALLABLE (--engine function:MODULE:CALLABLE)")
-        return FunctionEngine.from_spec(options.function)
-    if options.kind == "openai":
+        engine = FunctionEngine.from_spec(options.function, max_sequences=options.max_sequences)
+        return engine
+    if isinstance(options, OpenAIOptions):
         from ._openai import OpenAIEngine
 
-        return OpenAIEngine.from_options(options)
-    if options.kind == "vllm":
-        from ._vllm import VLLMEngine
+        return OpenAIEngine.from_options(options, retry=retry)
+    from ._vllm import VLLMEngine
 
-        return VLLMEngine.from_options(options)
-    raise ConfigError(f"unknown engine kind {options.kind!r}: use vllm, openai or function")
+    return VLLMEngine.from_options(options)
 
 
 def __getattr__(name: str) -> Any:

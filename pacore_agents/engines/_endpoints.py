@@ -24,24 +24,41 @@ def normalize_base_url(url: str) -> str:
     Raises ``ConfigError`` for anything that is not an http(s) URL with a host.
     """
     text = url.strip()
-    parts = urlsplit(text)
+    hint = "write it as http://HOST:PORT/v1 (e.g. http://127.0.0.1:8000/v1)"
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # parsed lazily: a bad port raises only here
+    except ValueError as exc:
+        raise ConfigError(f"bad OpenAI base URL {display_url(text)!r}: {_port_problem(exc)}; {hint}") from exc
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(
-            f"bad OpenAI base URL {url!r}: write it as http://HOST:PORT/v1 (e.g. http://127.0.0.1:8000/v1)"
-        )
+        raise ConfigError(f"bad OpenAI base URL {display_url(text)!r}: {hint}")
+    if port == 0:
+        raise ConfigError(f"bad OpenAI base URL {display_url(text)!r}: port 0 is not a server port; {hint}")
     path = parts.path.rstrip("/")
     if not path:
         path = "/v1"
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+def _port_problem(exc: ValueError) -> str:
+    text = str(exc).lower()
+    if "out of range" in text:
+        return "the port must be between 1 and 65535"
+    if "port" in text:
+        return "the port must be a number"
+    return f"not a URL ({exc})"
+
+
 def display_url(url: str) -> str:
-    """The URL without any user:password part, for logs, traces and error messages."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    """The URL without any user:password part, for logs, traces and error messages (also for
+    URLs that do not parse: the part before the last ``@`` of the authority is dropped)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.rpartition("@")[2] if "@" in url else url
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -51,7 +68,8 @@ class EndpointPool:
     def __init__(self, urls: Sequence[str]) -> None:
         if not urls:
             raise ConfigError(
-                "the openai engine needs at least one base URL (e.g. --base-url http://127.0.0.1:8000/v1)"
+                "the openai engine needs at least one base URL (--base-url http://127.0.0.1:8000/v1, or "
+                "base_urls = [...] in a study's [engine] table)"
             )
         normalized = [normalize_base_url(u) for u in urls]
         if len(set(normalized)) != len(normalized):

@@ -10,6 +10,13 @@ Contract:
   ``status``; connection errors, timeouts, 429 and 5xx are ``retryable``. Wrap the engine in
   ``RetryingEngine`` for bounded retries. Each attempt is bounded by ``timeout`` seconds.
 - The API key is never logged nor put in ``info``.
+- Seeds: requests carry ``sampling.seed`` only with ``seed_requests=True``. A vLLM CPU server
+  started with its defaults (chunked prefill on) dies on a seeded request whose prefill is split
+  over steps; start it with ``--no-enable-chunked-prefill`` to seed safely. Dropped seeds are
+  logged once and ``info.details["seeded"]`` is False, so traces show the run was unseeded.
+- ``start`` probes EVERY endpoint's ``/models`` (bounded retries under ``retry``), so a dead
+  endpoint is found at start, named without its credentials. ``info.max_sequences`` is
+  ``max_sequences_per_endpoint`` x the number of endpoints (the executor's window).
 
 Usage: ``prompt_tokens`` and ``cached_tokens`` come from the response (cached tokens need
 ``--enable-prompt-tokens-details`` on a vLLM server). A response with n > 1 reports one total
@@ -23,6 +30,7 @@ sum stays exact) and ``notes["completion_tokens"]`` says ``"estimated"`` instead
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 import anyio
@@ -33,15 +41,19 @@ from pacore_agents._engine import (
     Completion,
     Engine,
     EngineInfo,
+    EngineStats,
     GenerationRequest,
     SamplingParams,
+    TextCallback,
     Usage,
 )
 from pacore_agents._errors import EngineError
-from pacore_agents._logging import get_logger
+from pacore_agents._logging import get_logger, register_secret
+from pacore_agents._wrappers import RetryPolicy
 
 from ._endpoints import EndpointPool, display_url
-from ._options import EngineOptions
+from ._options import DEFAULT_SEQUENCES_PER_ENDPOINT, OpenAIOptions
+from ._server_metrics import MetricsEndpoint, server_stats
 
 log = get_logger("pacore_agents.engines.openai")
 
@@ -51,6 +63,10 @@ DEFAULT_TIMEOUT = 600.0
 class OpenAIEngine(Engine):
     """An engine that calls ``POST {base_url}/chat/completions`` on one or more servers."""
 
+    #: one request per sample (seeded seed + i, as vLLM seeds n children): a sample frees its
+    #: slot in the executor when it ends; the server's prefix cache shares the prompt's full blocks
+    split_samples = True
+
     def __init__(
         self,
         base_urls: str | list[str] | tuple[str, ...],
@@ -58,14 +74,29 @@ class OpenAIEngine(Engine):
         api_key: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         use_n: bool = True,
+        *,
+        seed_requests: bool = False,
+        max_sequences_per_endpoint: int = DEFAULT_SEQUENCES_PER_ENDPOINT,
+        retry: RetryPolicy | None = None,
+        server_priority: bool = False,
     ) -> None:
+        """``seed_requests``: send per-request seeds (see the module doc); ``retry``: bounds the
+        start-up probe of the endpoints (default ``RetryPolicy()``). ``server_priority``: the
+        servers run ``--scheduling-policy priority``, so a non-zero ``metadata.priority`` is
+        sent (``extra_body``); off, it is never sent (a plain OpenAI API rejects the field)."""
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         self._pool = EndpointPool(urls)
         self._model = model
         self._max_context: int | None = None
         self._timeout = float(timeout)
         self.use_n = use_n
+        self.seed_requests = seed_requests
+        self.server_priority = server_priority
+        self._seed_dropped_logged = False
+        self._max_sequences = max_sequences_per_endpoint * len(self._pool)
+        self._retry = retry or RetryPolicy()
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        register_secret(key)  # redacted from every log record from now on
         self._clients = [
             openai.AsyncOpenAI(base_url=url, api_key=key, timeout=self._timeout, max_retries=0)
             for url in self._pool.urls
@@ -76,11 +107,13 @@ class OpenAIEngine(Engine):
         self._closed = False
 
     @classmethod
-    def from_options(cls, options: EngineOptions) -> OpenAIEngine:
-        """Build from ``EngineOptions(kind="openai", base_urls=..., ...)``."""
+    def from_options(cls, options: OpenAIOptions, *, retry: RetryPolicy | None = None) -> OpenAIEngine:
+        """Build from ``OpenAIOptions(kind="openai", base_urls=[...], ...)``."""
         api_key = options.api_key.get_secret_value() if options.api_key is not None else None
         return cls(options.base_urls, model=options.model, api_key=api_key,
-                   timeout=options.request_timeout, use_n=options.use_n)
+                   timeout=options.request_timeout, use_n=options.use_n,
+                   seed_requests=options.seed_requests,
+                   max_sequences_per_endpoint=options.max_sequences_per_endpoint, retry=retry)
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -98,8 +131,9 @@ class OpenAIEngine(Engine):
             name="openai",
             model=self._model,
             max_context=self._max_context,
+            max_sequences=self._max_sequences,
             details={"base_urls": list(self._names), "use_n": self.use_n,
-                     "request_timeout": self._timeout},
+                     "request_timeout": self._timeout, "seeded": self.seed_requests},
         )
 
     async def start(self) -> None:
@@ -109,9 +143,11 @@ class OpenAIEngine(Engine):
     async def model(self) -> str:
         """The model name: as given, else the first one listed by the first endpoint.
 
-        The first call also reads the model's ``max_model_len`` (vLLM lists it) into
-        ``info.max_context``; await it before a run to have the context size known up front.
-        A server without ``/models`` is fine when the model was given.
+        The first call probes every endpoint's ``/models`` (concurrently, each with bounded
+        retries) and reads the model's ``max_model_len`` (vLLM lists it) into
+        ``info.max_context``; await it (or ``start``) before a run to find a dead endpoint and
+        know the context size up front. An endpoint without a ``/models`` route (an HTTP 4xx)
+        is fine when the model was given; one that cannot be reached never is.
         """
         if not self._probed:
             async with self._model_lock:
@@ -122,19 +158,29 @@ class OpenAIEngine(Engine):
         return self._model
 
     async def _probe_models(self) -> None:
+        pages: list[Any] = [None] * len(self._clients)
+        errors: dict[int, EngineError] = {}
+
+        async def probe(index: int) -> None:
+            try:
+                pages[index] = await self._list_models(index)
+            except EngineError as exc:
+                errors[index] = exc
+
+        async with anyio.create_task_group() as tg:
+            for index in range(len(self._clients)):
+                tg.start_soon(probe, index)
+        for index in sorted(errors):
+            exc = errors[index]
+            if self._model is not None and exc.status is not None and 400 <= exc.status < 500 \
+                    and exc.status != 429:
+                log.debug("model card unavailable", endpoint=self._names[index], status=exc.status)
+                continue
+            raise exc
+        if pages[0] is None:  # the model was given and the first endpoint has no /models route
+            return
+        cards = [c for c in pages[0].data if self._model is None or c.id == self._model]
         name = self._names[0]
-        try:
-            with anyio.fail_after(self._timeout):
-                page = await self._clients[0].models.list()
-        except (TimeoutError, openai.OpenAIError) as exc:
-            if self._model is not None:
-                log.debug("model card unavailable", endpoint=name, error=type(exc).__name__)
-                return
-            if isinstance(exc, TimeoutError):
-                raise EngineError(f"{name}: listing models timed out after {self._timeout}s",
-                                  retryable=True, endpoint=name) from exc
-            raise _map_error(exc, name, "listing models") from exc
-        cards = [c for c in page.data if self._model is None or c.id == self._model]
         if not cards:
             if self._model is None:
                 raise EngineError(f"{name}: the server lists no models; pass model=... explicitly",
@@ -145,7 +191,58 @@ class OpenAIEngine(Engine):
         max_len = (card.model_extra or {}).get("max_model_len")
         if isinstance(max_len, int):
             self._max_context = max_len
-        log.info("model found", endpoint=name, model=card.id, max_context=self._max_context)
+        log.info("model found", endpoint=name, model=card.id, max_context=self._max_context,
+                 endpoints=len(self._names))
+
+    async def _list_models(self, index: int) -> Any:
+        """One endpoint's ``/models`` page, retried under ``self._retry``; every failure is an
+        ``EngineError`` naming the endpoint (without credentials)."""
+        name = self._names[index]
+        policy = self._retry
+        timeout = min(self._timeout, policy.timeout) if policy.timeout is not None else self._timeout
+        rng = random.Random(index)
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                with anyio.fail_after(timeout):
+                    page = await self._clients[index].models.list()
+                if not isinstance(getattr(page, "data", None), list):
+                    raise ValueError("the response holds no model list")
+                return page
+            except TimeoutError as exc:
+                error = EngineError(f"{name}: listing models timed out after {timeout}s",
+                                    retryable=True, endpoint=name)
+                error.__cause__ = exc
+            except openai.OpenAIError as exc:
+                error = _map_error(exc, name, "listing models")
+                error.__cause__ = exc
+            except Exception as exc:  # httpx, ValueError, a malformed page: never a traceback
+                error = EngineError(f"{name}: listing models failed: {type(exc).__name__}: {exc}",
+                                    retryable=False, endpoint=name)
+                error.__cause__ = exc
+            error.attempts = attempt
+            if not error.retryable or attempt == policy.max_attempts:
+                if attempt > 1:
+                    final = EngineError(f"{error} ({attempt} attempts)", retryable=error.retryable,
+                                        endpoint=name, status=error.status, attempts=attempt)
+                    raise final from error.__cause__
+                raise error
+            delay = policy.backoff(attempt, rng)
+            log.warning("retrying the model probe", endpoint=name, error=str(error), attempt=attempt,
+                        delay=round(delay, 3))
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _seed(self, request: GenerationRequest) -> int | None:
+        """The seed to send: the request's with ``seed_requests``, else None (said once)."""
+        seed = request.sampling.seed
+        if seed is not None and not self.seed_requests:
+            if not self._seed_dropped_logged:
+                self._seed_dropped_logged = True
+                log.info("requests are sent without seeds (seed_requests is off: seeded requests "
+                         "kill a vLLM CPU server that runs chunked prefill); results are not "
+                         "reproducible", endpoints=len(self._names))
+            return None
+        return seed
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         if self._closed:
@@ -157,7 +254,7 @@ class OpenAIEngine(Engine):
                   nodes=[str(n) for n in request.metadata.nodes])
         if self.use_n or request.n == 1:
             with self._pool.in_flight(index):
-                response = await self._call(index, model, request, request.n, request.sampling.seed)
+                response = await self._call(index, model, request, request.n, self._seed(request))
             out = _completions(response, request.n, name)
         else:
             out = await self._separate(index, model, request)
@@ -168,7 +265,7 @@ class OpenAIEngine(Engine):
         name = self._names[index]
         results: list[Completion | None] = [None] * request.n
         errors: list[EngineError] = []
-        seed = request.sampling.seed
+        seed = self._seed(request)
 
         async def one(i: int) -> None:
             try:
@@ -191,6 +288,8 @@ class OpenAIEngine(Engine):
     ) -> ChatCompletion:
         name = self._names[index]
         kwargs = _sampling_kwargs(request.sampling, n, seed)
+        if self.server_priority and request.metadata.priority:
+            kwargs.setdefault("extra_body", {})["priority"] = request.metadata.priority
         messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
         try:
             with anyio.fail_after(self._timeout):
@@ -202,6 +301,63 @@ class OpenAIEngine(Engine):
                               retryable=True, endpoint=name) from exc
         except openai.OpenAIError as exc:
             raise _map_error(exc, name, "chat completion") from exc
+
+    async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
+        """``generate`` for n == 1 as a streamed request (``stream=True``, usage from
+        ``stream_options.include_usage``): ``on_text`` gets each content delta as it arrives;
+        reasoning a server separates goes to ``Completion.reasoning``, never to ``on_text``.
+        n > 1: the base class's behaviour."""
+        if request.n != 1 or self._closed:
+            return await super().generate_stream(request, on_text)
+        model = await self.model()
+        index = self._pool.assign(str(request.metadata.problem_id))
+        name = self._names[index]
+        kwargs = _sampling_kwargs(request.sampling, 1, self._seed(request))
+        if self.server_priority and request.metadata.priority:
+            kwargs.setdefault("extra_body", {})["priority"] = request.metadata.priority
+        messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
+        content: list[str] = []
+        reasoning: list[str] = []
+        finish: str | None = None
+        usage: Any = None
+        try:
+            with self._pool.in_flight(index), anyio.fail_after(self._timeout):
+                stream = await self._clients[index].chat.completions.create(
+                    model=model, messages=messages, stream=True, stream_options={"include_usage": True},
+                    **kwargs)
+                async with stream:
+                    async for chunk in stream:
+                        usage = chunk.usage or usage
+                        for choice in chunk.choices:
+                            extra = choice.delta.model_extra or {}
+                            thought = extra.get("reasoning_content") or extra.get("reasoning")
+                            if isinstance(thought, str):
+                                reasoning.append(thought)
+                            if choice.delta.content:
+                                content.append(choice.delta.content)
+                                on_text(choice.delta.content)
+                            finish = choice.finish_reason or finish
+        except TimeoutError as exc:
+            raise EngineError(f"{name}: request timed out after {self._timeout}s",
+                              retryable=True, endpoint=name) from exc
+        except openai.OpenAIError as exc:
+            raise _map_error(exc, name, "chat completion") from exc
+        text = "".join(content)
+        details = usage.prompt_tokens_details if usage is not None else None
+        return [Completion(
+            content=text, reasoning="".join(reasoning) if reasoning else None, finish_reason=finish,
+            usage=Usage(prompt_tokens=usage.prompt_tokens if usage is not None else 0,
+                        completion_tokens=usage.completion_tokens if usage is not None else (len(text) + 2) // 3,
+                        cached_tokens=(details.cached_tokens or 0) if details is not None else 0),
+            notes={"endpoint": name, "model": model, "streamed": True,
+                   "completion_tokens": "exact" if usage is not None else "estimated"})]
+
+    async def stats(self) -> EngineStats | None:
+        """The servers' ``/metrics`` summed over endpoints (see ``_server_metrics``); None if
+        an endpoint cannot be read or reports no vLLM metrics. Never raises."""
+        endpoints = [MetricsEndpoint(url, name, str(client.api_key))
+                     for url, name, client in zip(self._pool.urls, self._names, self._clients, strict=True)]
+        return await server_stats(endpoints)
 
     async def aclose(self) -> None:
         if self._closed:

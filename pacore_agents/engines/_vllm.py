@@ -18,11 +18,17 @@ Contracts:
   holds the text before the last ``</think>`` (without the tags) when there is one.
 - Cancelling the calling task aborts the vLLM request. vLLM errors become ``EngineError``;
   a dead engine or an invalid request is not retryable.
+- Scheduling: the engine runs vLLM's ``priority`` policy and passes
+  ``request.metadata.priority`` (lower runs sooner); ``info.max_sequences`` (the executor's
+  admission window, known once started) is ``max_sequences`` if given (it also sets vLLM's
+  ``max_num_seqs``), else ``min(max_num_seqs, KV cache tokens // min(max_model_len,
+  TYPICAL_SEQUENCE_TOKENS))``, at least 1. ``stats()`` reads AsyncLLM's own per-step stats.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import itertools
 import os
@@ -34,13 +40,22 @@ from typing import Any
 import anyio
 import sniffio
 
-from pacore_agents._engine import Completion, Engine, EngineInfo, GenerationRequest, Usage
+from pacore_agents._engine import (
+    Completion,
+    Engine,
+    EngineInfo,
+    EngineStats,
+    GenerationRequest,
+    TextCallback,
+    Usage,
+)
 from pacore_agents._errors import ConfigError, EngineError, PacoreError
 from pacore_agents._logging import get_logger
 from pacore_agents._messages import ChatMessage
 
 from ._embedded import EMBEDDED_MODEL_NAME, resolve_model
-from ._options import EngineOptions
+from ._options import VLLMOptions
+from ._vllm_stats import VLLMCounters, stat_logger_factory
 
 __all__ = ["VLLMEngine", "split_reasoning"]
 
@@ -48,8 +63,16 @@ log = get_logger("pacore_agents.engines.vllm")
 
 GiB = 1 << 30
 DEFAULT_CPU_KV_CACHE_GB = 1.0
+#: KV block on CPU when ``block_size`` is None (vLLM's CPU default is 128; its CPU attention takes
+#: multiples of 32). vLLM caches full blocks only, so each sibling of an n-merge recomputes its
+#: prompt's last partial block: smaller blocks waste less prefill (measured: BENCHMARKS.md).
+DEFAULT_CPU_BLOCK_SIZE = 128
+#: the sequence length ``info.max_sequences`` assumes when it bounds the batch by the KV cache
+TYPICAL_SEQUENCE_TOKENS = 1024
 _THINK_END = "</think>"
 _THINK_START = re.compile(r"^\s*<think>")
+#: set by ``generate_stream`` for the request it runs in this task: ``_run`` then streams deltas
+_ON_TEXT: contextvars.ContextVar[TextCallback | None] = contextvars.ContextVar("pacore_on_text", default=None)
 
 
 def split_reasoning(text: str) -> str | None:
@@ -74,6 +97,10 @@ def cpu_has_native_bf16() -> bool:
 class VLLMEngine(Engine):
     """An ``Engine`` backed by one in-process vLLM ``AsyncLLM`` (CPU or GPU build)."""
 
+    #: one request per sample (seeded seed + i, as vLLM seeds n children): a sample frees its
+    #: slot in the executor when it ends; the prefix cache shares the prompt's full blocks
+    split_samples = True
+
     def __init__(
         self,
         model: str | None = None,
@@ -85,6 +112,8 @@ class VLLMEngine(Engine):
         tensor_parallel_size: int = 1,
         enforce_eager: bool | None = None,
         enable_prefix_caching: bool = True,
+        block_size: int | None = None,
+        max_sequences: int | None = None,
         engine_args: dict[str, Any] | None = None,
     ) -> None:
         """``model``: a local directory or hub id; ``None`` is the embedded default.
@@ -103,7 +132,14 @@ class VLLMEngine(Engine):
         self._tensor_parallel_size = tensor_parallel_size
         self._enforce_eager = enforce_eager
         self._enable_prefix_caching = enable_prefix_caching
+        if block_size is not None and block_size < 1:
+            raise ConfigError(f"block_size must be positive, got {block_size}")
+        if max_sequences is not None and max_sequences < 1:
+            raise ConfigError(f"max_sequences must be >= 1, got {max_sequences}")
         self._engine_args = dict(engine_args or {})
+        self._block_size = block_size  # KV block, tokens (None: DEFAULT_CPU_BLOCK_SIZE on CPU)
+        self._max_sequences = max_sequences  # max_num_seqs and the window (None: derived)
+        self._counters = VLLMCounters()
         self._lock = anyio.Lock()
         self._llm: Any = None
         self._tokenizer: Any = None
@@ -115,7 +151,7 @@ class VLLMEngine(Engine):
         self._tag = uuid.uuid4().hex[:8]
 
     @classmethod
-    def from_options(cls, options: EngineOptions) -> VLLMEngine:
+    def from_options(cls, options: VLLMOptions) -> VLLMEngine:
         """Build (not start) the engine ``options`` describe."""
         return cls(
             options.model,
@@ -126,12 +162,36 @@ class VLLMEngine(Engine):
             tensor_parallel_size=options.tensor_parallel_size,
             enforce_eager=options.enforce_eager,
             enable_prefix_caching=options.enable_prefix_caching,
+            block_size=options.block_size,
+            max_sequences=options.max_sequences,
         )
 
     @property
     def info(self) -> EngineInfo:
         return EngineInfo(name="vllm", model=self._model or EMBEDDED_MODEL_NAME,
-                          max_context=self._max_model_len, details=dict(self._details))
+                          max_context=self._max_model_len, max_sequences=self._window,
+                          details=dict(self._details))
+
+    @property
+    def _window(self) -> int | None:
+        """``info.max_sequences``: the option, else the started engine's capacity."""
+        if self._max_sequences is not None:
+            return self._max_sequences
+        capacity = self._details.get("capacity_sequences")
+        return capacity if isinstance(capacity, int) else None
+
+    async def stats(self) -> EngineStats | None:
+        """Prompt tokens computed / served from the prefix cache since the engine started, and
+        the requests running / waiting at its last step (AsyncLLM's own stats); None before
+        the engine is started."""
+        llm = self._llm
+        if llm is None:
+            return None
+        try:
+            unfinished: int | None = int(llm.get_num_unfinished_requests())
+        except Exception:  # a dead engine: the counters are still what it reported
+            unfinished = None
+        return self._counters.snapshot(unfinished)
 
     @property
     def started(self) -> bool:
@@ -188,8 +248,13 @@ class VLLMEngine(Engine):
             "tensor_parallel_size": self._tensor_parallel_size,
             "enforce_eager": on_cpu if self._enforce_eager is None else self._enforce_eager,
             "enable_prefix_caching": self._enable_prefix_caching,
-            "disable_log_stats": True,
+            "disable_log_stats": True,  # no periodic console logger; our stat logger still runs
+            "scheduling_policy": "priority",
         }
+        if self._block_size is not None:
+            args["block_size"] = self._block_size
+        if self._max_sequences is not None:
+            args["max_num_seqs"] = self._max_sequences
         kv_gb = self._kv_cache_space_gb
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # else one core idles
@@ -199,6 +264,7 @@ class VLLMEngine(Engine):
             if self._dtype == "auto" and not cpu_has_native_bf16():
                 # bf16 is emulated without AVX512-BF16/AMX: float32 decodes ~2.5x faster here
                 args["dtype"] = "float32"
+            args.setdefault("block_size", DEFAULT_CPU_BLOCK_SIZE)
             env_kv = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "")
             if kv_gb is not None and env_kv:
                 # vLLM lets the env var override the engine argument: the explicit option wins.
@@ -213,7 +279,8 @@ class VLLMEngine(Engine):
         args.update(self._engine_args)
         log.info("starting vLLM engine", model=model, cpu=on_cpu, **{k: v for k, v in args.items() if k != "model"})
         try:
-            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args),
+                                            stat_loggers=[stat_logger_factory(self._counters)])
         except Exception as exc:
             raise EngineError(f"vLLM failed to start with model {model}: {type(exc).__name__}: {exc}",
                               retryable=False) from exc
@@ -225,7 +292,8 @@ class VLLMEngine(Engine):
                          "dtype": str(llm.model_config.dtype), "enforce_eager": args["enforce_eager"],
                          "kv_cache_space_gb": kv_gb if kv_gb is not None else os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
                          "prefix_caching": self._enable_prefix_caching,
-                         "tensor_parallel_size": self._tensor_parallel_size}
+                         "tensor_parallel_size": self._tensor_parallel_size,
+                         **_capacity(llm.vllm_config, self._max_model_len)}
         del llm  # a frame of this thread may outlive the call: hold the engine via holder only
         log.info("vLLM engine ready", model=model, max_model_len=self._max_model_len)
 
@@ -287,7 +355,7 @@ class VLLMEngine(Engine):
         used = room if requested is None else min(requested, room)
         params = self._sampling_params(request, used)
         request_id = f"pacore-{self._tag}-{next(self._ids)}"
-        final = await self._run(llm, ids, params, request_id)
+        final = await self._run(llm, ids, params, request_id, request.metadata.priority)
         outputs = sorted(final.outputs, key=lambda o: o.index)
         if len(outputs) != request.n:
             raise EngineError(f"vLLM returned {len(outputs)} samples, expected n={request.n}",
@@ -309,6 +377,18 @@ class VLLMEngine(Engine):
             for o in outputs
         ]
 
+    async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
+        """``generate``, calling ``on_text(delta)`` as vLLM produces the text (``DELTA`` outputs,
+        merged into the same final output; sampling and seed unchanged, so the result is the
+        one ``generate`` gives). n > 1: the base class's behaviour."""
+        if request.n != 1:
+            return await super().generate_stream(request, on_text)
+        token = _ON_TEXT.set(on_text)
+        try:
+            return await self.generate(request)
+        finally:
+            _ON_TEXT.reset(token)
+
     def _sampling_params(self, request: GenerationRequest, max_tokens: int) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
@@ -327,18 +407,35 @@ class VLLMEngine(Engine):
         except Exception as exc:  # vLLM's VLLMValidationError, ValueError, TypeError
             raise EngineError(f"invalid sampling parameters for vLLM: {exc}", retryable=False) from exc
 
-    async def _run(self, llm: Any, ids: list[int], params: Any, request_id: str) -> Any:
+    async def _run(self, llm: Any, ids: list[int], params: Any, request_id: str,
+                   priority: int = 0) -> Any:
         """One request to the end; cancellation aborts it (vLLM's generator does, and we make
         sure with a shielded abort)."""
         final: Any = None
+        on_text = _ON_TEXT.get()
+        _ON_TEXT.set(None)  # this request only, not requests this task may send later
         try:
+            if on_text is not None:
+                from vllm.sampling_params import RequestOutputKind
+
+                params.output_kind = RequestOutputKind.DELTA
             prompt: Any = {"prompt_token_ids": ids}
             renderer = getattr(llm, "renderer", None)
             if renderer is not None and hasattr(renderer, "render_cmpl_async"):
                 (prompt,) = await renderer.render_cmpl_async([prompt])
-            async with contextlib.aclosing(llm.generate(prompt, params, request_id)) as stream:
+            stream_it = llm.generate(prompt, params, request_id, priority=priority)
+            async with contextlib.aclosing(stream_it) as stream:
                 async for out in stream:
-                    final = out
+                    if on_text is None:
+                        final = out
+                        continue
+                    for piece in out.outputs:
+                        if piece.text:
+                            on_text(piece.text)
+                    if final is None:
+                        final = out
+                    else:
+                        final.add(out, aggregate=True)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await llm.abort(request_id)
@@ -348,6 +445,19 @@ class VLLMEngine(Engine):
         if final is None or not final.finished:
             raise EngineError(f"vLLM request {request_id} ended without a final output", retryable=True)
         return final
+
+
+def _capacity(config: Any, max_model_len: int) -> dict[str, Any]:
+    """Block size, scheduling policy, ``max_num_seqs``, KV cache tokens and the sequences the
+    KV cache holds at the typical length (see the module docstring) of a started engine."""
+    cache, scheduler = config.cache_config, config.scheduler_config
+    block = int(cache.block_size)
+    kv_tokens = int(cache.num_gpu_blocks or 0) * block
+    max_num_seqs = int(scheduler.max_num_seqs)
+    typical = max(1, min(max_model_len, TYPICAL_SEQUENCE_TOKENS))
+    return {"block_size": block, "scheduling_policy": str(scheduler.policy),
+            "max_num_seqs": max_num_seqs, "kv_cache_tokens": kv_tokens,
+            "capacity_sequences": max(1, min(max_num_seqs, kv_tokens // typical))}
 
 
 def _map_error(exc: Exception, llm: Any, request_id: str) -> EngineError:

@@ -7,30 +7,45 @@ runs/x`` prints the metrics table and writes CSV files and PNG plots.
 from ._baselines import budget_matched_sizes, majority_vote
 from ._datasets import DatasetSpec, gsm8k_gold, load_problems
 from ._grading import Grade, Grader, extract_answer, gold_latex, math_verify_check, normalize_answer
-from ._metrics import ArmMetrics, RoundMetrics, compute_metrics, wilson_interval
+from ._metrics import ArmMetrics, RoundMetrics, compute_metrics
+from ._plan import ArmPlan, plan_study, plan_table
 from ._report import Report, build_report
 from ._runner import CROSS_REF_RE, StudyRunSummary, run_study
-from ._spec import ArmSpec, GradingSpec, StudySpec, load_study, parse_study
+from ._spec import ArmSpec, GradingSpec, RoleOverride, StudySpec, load_study, parse_study
+from ._stats import (
+    PairedComparison,
+    clustered_interval,
+    mcnemar_exact,
+    paired_comparison,
+    wilson_interval,
+)
 from ._store import NodeOutcome, ResultStore, SampleOutcome
+from ._sweeps import SweepSpec, expand_sweep
 
 __all__ = [
     "CROSS_REF_RE",
     "ArmMetrics",
+    "ArmPlan",
     "ArmSpec",
     "DatasetSpec",
     "Grade",
     "Grader",
     "GradingSpec",
     "NodeOutcome",
+    "PairedComparison",
     "Report",
     "ResultStore",
+    "RoleOverride",
     "RoundMetrics",
     "SampleOutcome",
     "StudyRunSummary",
     "StudySpec",
+    "SweepSpec",
     "budget_matched_sizes",
     "build_report",
+    "clustered_interval",
     "compute_metrics",
+    "expand_sweep",
     "extract_answer",
     "gold_latex",
     "gsm8k_gold",
@@ -38,8 +53,12 @@ __all__ = [
     "load_study",
     "majority_vote",
     "math_verify_check",
+    "mcnemar_exact",
     "normalize_answer",
+    "paired_comparison",
     "parse_study",
+    "plan_study",
+    "plan_table",
     "run_study",
     "wilson_interval",
 ]

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Protocol
 
 import anyio
 
 from pacore_agents._engine import (
     Completion,
-    Engine,
     GenerationRequest,
     RequestMetadata,
     SamplingParams,
@@ -39,6 +39,12 @@ from pacore_agents._trace import NodeRecord
 
 from ._spec import ArmSpec
 from ._store import ResultStore
+
+
+class Generates(Protocol):
+    """What baselines need of an engine: ``generate`` (the runner passes its executor's)."""
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]: ...
 
 
 def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int | None, float]:
@@ -70,7 +76,7 @@ def pool_compatible(arm: ArmSpec, topology: Topology) -> bool:
 class TrajectoryPool:
     """Round-1 trajectories per (problem, sample), generated on demand, stored, shared."""
 
-    def __init__(self, store: ResultStore, engine: Engine, sampling: SamplingParams, seed: int | None) -> None:
+    def __init__(self, store: ResultStore, engine: Generates, sampling: SamplingParams, seed: int | None) -> None:
         self.store, self.engine, self.sampling, self.seed = store, engine, sampling, seed
         #: generate at least this many trajectories when a (problem, sample) needs new ones, so
         #: the arms of a phase share one request instead of topping the pool up one by one
@@ -103,7 +109,7 @@ class TrajectoryPool:
         return max(sizes)
 
 
-async def generate_trajectories(engine: Engine, problem: Problem, sampling: SamplingParams, *,
+async def generate_trajectories(engine: Generates, problem: Problem, sampling: SamplingParams, *,
                                 n: int, first: int, seed: int | None, tag: str) -> list[Completion]:
     """``n`` independent round-1 trajectories (nodes r1.a{first}..) in one request; ``seed``
     is used unless the sampling sets one (None: no seed)."""

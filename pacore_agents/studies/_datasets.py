@@ -1,5 +1,6 @@
 """Datasets of a study: the vendored GSM8K and MATH-500 test sets, local JSONL/Parquet files with
-a field mapping, and the PaCoRe sample format (``messages`` + ``ground_truth.answer``).
+a field mapping, the PaCoRe sample format (``messages`` + ``ground_truth.answer``), and generated
+arithmetic (``kind = "arithmetic"``, see ``_generated``).
 
 Contract: ``load_problems(spec)`` returns ``Problem``s in file order after the selection
 (``ids``, then ``offset``, then ``limit``). Every row must have its problem and answer fields
@@ -12,6 +13,7 @@ from __future__ import annotations
 import gzip
 import importlib
 import json
+import string
 from collections import Counter
 from collections.abc import Iterator
 from importlib import resources
@@ -24,6 +26,8 @@ from pacore_agents._errors import ConfigError
 from pacore_agents._ids import ProblemId
 from pacore_agents._messages import ChatMessage, Problem
 
+from ._generated import OPERATIONS, Operation, arithmetic_problems
+
 BOXED_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
 BuiltinName = Literal["gsm8k", "math500"]
@@ -33,36 +37,74 @@ _BUILTIN: dict[str, tuple[str, str, str, str]] = {
     "math500": ("math500_test.jsonl.gz", "problem", "answer", "unique_id"),
 }
 _MAX_LISTED = 20
+_GENERATOR_KEYS = {"digits", "terms", "operations", "count", "seed"}
+ARITHMETIC_QUESTION = "What is {expression}?"
 
 
 class DatasetSpec(BaseModel):
-    """Where a study's problems come from: ``name`` (a vendored set) or ``path`` (a local file)."""
+    """Where a study's problems come from: ``name`` (a vendored set), ``path`` (a local file)
+    or ``kind = "arithmetic"`` (generated; see below)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["arithmetic"] | None = Field(
+        default=None, description="a generated dataset instead of name/path: 'arithmetic'")
     name: BuiltinName | None = Field(default=None, description="gsm8k (1319 test problems) or math500")
     path: Path | None = Field(default=None, description="a .jsonl, .jsonl.gz or .parquet file")
-    format: Literal["auto", "jsonl", "parquet", "pacore"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "pacore"] = Field(
+        default="auto", description="auto: by the file's suffix; pacore: the PaCoRe sample format")
     problem_field: str | None = Field(default=None, description="dotted path; text or chat messages")
-    answer_field: str | None = None
+    answer_field: str | None = Field(default=None, description="dotted path of the gold answer")
     id_field: str | None = Field(default=None, description="default: the row's 0-based index")
     ids: list[str] | None = Field(default=None, description="keep only these problem ids")
-    offset: int = Field(default=0, ge=0)
-    limit: int | None = Field(default=None, ge=1)
+    offset: int = Field(default=0, ge=0, description="skip this many problems (after ids)")
+    limit: int | None = Field(default=None, ge=1, description="keep at most this many problems")
     prompt_template: str | None = Field(
         default=None,
-        description="Python format string with {problem}; default: a 'put your final answer "
+        description="Python format string with {problem} (literal braces doubled: \\boxed{{}}); default: a 'put your final answer "
         "within \\boxed{}' instruction for gsm8k/math500, the text unchanged for files",
     )
-    system_prompt: str | None = None
+    system_prompt: str | None = Field(default=None, description="prepended unless the row has one")
+    # kind = "arithmetic"
+    digits: int = Field(default=1, ge=1, le=18, description="arithmetic: digits per operand")
+    terms: int = Field(default=2, ge=2, le=20, description="arithmetic: operands per expression")
+    operations: list[Operation] = Field(
+        default_factory=lambda: list(OPERATIONS), min_length=1, description="arithmetic: operators drawn from")
+    count: int = Field(default=50, ge=1, description="arithmetic: problems generated")
+    seed: int = Field(default=0, description="arithmetic: generator seed (random.Random)")
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
-        if (self.name is None) == (self.path is None):
-            raise ValueError("give exactly one of dataset.name (gsm8k, math500) or dataset.path")
-        if self.prompt_template is not None and "{problem}" not in self.prompt_template:
-            raise ValueError("dataset.prompt_template must contain {problem}")
+        if self.kind == "arithmetic":
+            given = [k for k in ("name", "path") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"dataset.kind = 'arithmetic' is generated: remove dataset.{given[0]}")
+        else:
+            stray = sorted(_GENERATOR_KEYS & self.model_fields_set)
+            if stray:
+                raise ValueError(f"dataset.{stray[0]} is for kind = 'arithmetic'")
+            if (self.name is None) == (self.path is None):
+                raise ValueError("give exactly one of dataset.name (gsm8k, math500), dataset.path "
+                                 "or dataset.kind = 'arithmetic'")
+        if self.prompt_template is not None:
+            check_prompt_template(self.prompt_template)
         return self
+
+
+def check_prompt_template(template: str) -> None:
+    """Raise ``ValueError`` unless ``template`` is a format string whose only field is
+    ``{problem}`` (literal braces doubled: ``\\boxed{{}}``)."""
+    hint = ("dataset.prompt_template is a Python format string: only {problem} is replaced, so write "
+            "literal braces twice (\\boxed{{}} for \\boxed{})")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:  # a lone { or }
+        raise ValueError(f"{hint}: {exc}") from exc
+    others = sorted({f for f in fields if f != "problem"})
+    if others:
+        raise ValueError(f"{hint}; it has {{{others[0]}}}")
+    if "problem" not in fields:
+        raise ValueError("dataset.prompt_template must contain {problem}")
 
 
 def _lookup(row: Any, dotted: str) -> Any:
@@ -134,6 +176,15 @@ def _messages_of(value: Any, template: str, system: str | None) -> tuple[ChatMes
 def load_problems(spec: DatasetSpec, *, base_dir: Path | None = None) -> list[Problem]:
     """The problems ``spec`` selects (see the module contract). ``base_dir`` resolves a
     relative ``path`` (the study file's folder)."""
+    if spec.kind == "arithmetic":
+        template = spec.prompt_template or BOXED_PROMPT
+        generated = [Problem(id=ProblemId(pid), answer=answer,
+                             messages=_messages_of(ARITHMETIC_QUESTION.format(expression=text), template,
+                                                   spec.system_prompt),
+                             metadata={"source": "arithmetic", "expression": text})
+                     for pid, text, answer in arithmetic_problems(spec.digits, spec.terms, spec.operations,
+                                                                  spec.count, spec.seed)]
+        return _select(generated, spec, "arithmetic")
     if spec.name is not None:
         file, pf, af, idf = _BUILTIN[spec.name]
         data = resources.files("pacore_agents.studies") / "data" / file

@@ -6,16 +6,27 @@ Each check has a time budget enforced in the worker by our own SIGALRM (math-ver
 alarms are switched off so they cannot cancel ours); a worker that does not come back within
 the budget plus a grace period (a hang that signals cannot break) is killed and the pool
 replaced. Either way the check is recorded with status ``"timeout"``, never as wrong.
+
+Workers never outlive the process that graded with them: each one asks Linux for SIGKILL when
+its parent goes (``PR_SET_PDEATHSIG``; workers are started from one long-lived thread of the
+``Grader``, because that signal follows the thread that started the process) and also polls its
+parent pid (the portable fallback), so a ``kill -9`` of a study leaves none behind. Workers
+ignore SIGINT: on Ctrl-C the parent closes the pool (``aclose`` stops it, killing what is busy).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
 import re
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
@@ -117,8 +128,41 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise _CheckTimeout
 
 
-def _worker_init() -> None:
-    """Import math-verify (and sympy) up front: the import must not eat a check's budget."""
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent(parent_pid: int, *, pdeathsig: bool = True, watch: bool = True,
+                      poll: float = 0.5) -> None:
+    """Make this process exit when ``parent_pid`` (the process that started it) dies: Linux's
+    parent-death signal (SIGKILL, sent when the *thread* that started us ends) and a daemon
+    thread that exits the process once ``os.getppid()`` is no longer ``parent_pid``."""
+    if pdeathsig and sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):  # no prctl: the watcher still works
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before we could ask to follow it
+        os._exit(1)
+    if watch:
+        def watcher() -> None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT})  # main's
+            while os.getppid() == parent_pid:
+                time.sleep(poll)
+            os._exit(1)
+
+        threading.Thread(target=watcher, name="pacore-parent-watch", daemon=True).start()
+
+
+def _block_sigint() -> None:
+    """In the spawner thread: the processes it starts inherit SIGINT blocked, so a Ctrl-C that
+    reaches the whole process group cannot interrupt a worker before its initializer runs."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _worker_init(parent_pid: int | None = None) -> None:
+    """Follow the parent's death; import math-verify (and sympy) up front: the import must not
+    eat a check's budget."""
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     import math_verify  # noqa: F401
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings
@@ -143,41 +187,49 @@ class Grader:
     """Grades texts against gold answers in a process pool. Use as an async context manager.
 
     ``timeout`` is the per-check budget in seconds; ``grace`` the extra time after which a
-    worker that ignores its alarm is killed. Verdicts are cached per (gold, text).
+    worker that ignores its alarm is killed. Verdicts are cached per (gold, text). ``aclose``
+    ends it for good (a closed grader refuses to start workers again).
     """
 
     def __init__(self, *, workers: int = 1, timeout: float = 5.0, grace: float = 10.0,
                  check: CheckFn = math_verify_check) -> None:
         self.workers, self.timeout, self.grace, self.check = workers, timeout, grace, check
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._spawner: cf.ThreadPoolExecutor | None = None  # the one thread that starts workers
+        self._closed = False
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(max(1, workers) * 2)
         self._cache: dict[tuple[str, str], Grade] = {}
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init,
+                                      initargs=(os.getpid(),),
                                       mp_context=multiprocessing.get_context("spawn"))
 
-    def _get_pool(self) -> cf.ProcessPoolExecutor:
+    def _get_pool(self) -> tuple[cf.ProcessPoolExecutor, cf.ThreadPoolExecutor]:
         with self._lock:
+            if self._closed:  # an abandoned check must not start a pool after aclose
+                raise PacoreError("the grader is closed")
+            if self._spawner is None:
+                self._spawner = cf.ThreadPoolExecutor(1, thread_name_prefix="pacore-grading-spawner",
+                                                      initializer=_block_sigint)
             if self._pool is None:
                 self._pool = self._new_pool()
-            return self._pool
+            return self._pool, self._spawner
 
     def _kill_pool(self, pool: cf.ProcessPoolExecutor) -> None:
         with self._lock:
             if self._pool is pool:
                 self._pool = None
-        procs: dict[Any, Any] = getattr(pool, "_processes", None) or {}
-        for proc in list(procs.values()):
-            proc.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_pool(pool, grace=0.0)
 
     def _blocking_check(self, gold: str, prediction: str) -> tuple[str, str | None]:
         for _ in range(3):  # a pool killed under a sibling check is retried on a new one
-            pool = self._get_pool()
+            pool, spawner = self._get_pool()
             try:
-                fut = pool.submit(_worker_check, self.check, gold, prediction, self.timeout)
+                # submit from the spawner thread: a worker it starts dies with that thread
+                fut = spawner.submit(pool.submit, _worker_check, self.check, gold, prediction,
+                                     self.timeout).result()
                 return fut.result(timeout=self.timeout + self.grace)
             except cf.TimeoutError:
                 self._kill_pool(pool)
@@ -206,14 +258,41 @@ class Grader:
         return grade
 
     async def aclose(self) -> None:
+        """Stop the workers (idle ones exit, busy ones are killed after a short grace), even
+        when the caller is being cancelled; no check can start a new pool afterwards."""
         with self._lock:
+            self._closed = True
             pool, self._pool = self._pool, None
-        if pool is not None:
-            await anyio.to_thread.run_sync(lambda: pool.shutdown(wait=True, cancel_futures=True),
-                                           abandon_on_cancel=True)
+            spawner, self._spawner = self._spawner, None
+
+        def stop() -> None:
+            if pool is not None:
+                _stop_pool(pool, grace=2.0)
+            if spawner is not None:
+                spawner.shutdown(wait=True, cancel_futures=True)
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(stop)
 
     async def __aenter__(self) -> Grader:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor, grace: float) -> None:
+    """Shut ``pool`` down: give its workers ``grace`` seconds to exit, kill the rest, reap
+    them all and let the pool's manager thread end (blocking: call from a worker thread)."""
+    procs: list[Any] = list((getattr(pool, "_processes", None) or {}).values())
+    manager: threading.Thread | None = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+    if manager is not None:
+        manager.join(5)

@@ -2,15 +2,19 @@
 
 - ``accuracy``: correct samples / graded samples (a sample is graded when math-verify reached
   a verdict; grader timeouts and errors are counted apart, not as wrong). ``ci_low``/
-  ``ci_high``: the 95% **Wilson score** interval over the graded samples (samples of one
-  problem are treated as independent, so the interval is optimistic when samples > 1).
+  ``ci_high``: a 95% interval; with one graded sample per problem the **Wilson score**
+  interval, with several the Wilson interval at the effective sample size of samples
+  clustered by problem (``ci_method``, see ``_stats.clustered_interval``).
 - ``mean_ttc``: mean effective TTC per sample (sum of completion tokens over all nodes).
 - per round r: ``tokens`` = mean over samples of the round's completion tokens;
+  ``failed`` = nodes that sent no message (engine failure, cancelled): they are left out of
+  every per-round denominator below;
   ``accuracy`` = correct / graded messages of round r (every node's message is graded);
-  ``consensus`` = mean over samples of the share of round r's nodes whose extracted answer is
-  the round's majority answer (nodes with no answer count in the denominator only);
-  ``cross_check`` = share of round r's nodes (with inputs) whose trajectory mentions a
-  reference (``CROSS_REF_RE``).
+  ``consensus`` = mean over samples (with >= 1 message in round r) of the share of round r's
+  messages whose extracted answer is the round's majority answer (messages with no answer
+  count in the denominator only);
+  ``cross_check`` = share of round r's messages (of nodes with inputs) whose trajectory
+  mentions a reference (``CROSS_REF_RE``); the arm's ``cross_check`` is the same over all rounds.
 - ``emergent``: among samples whose sink has >= 1 input and EVERY input message was graded
   wrong, the share whose sink is correct (``emergent_n`` of ``emergent_base``).
 - ``flips`` (right-to-wrong): among samples where a strict majority of the sink's inputs
@@ -22,31 +26,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ._baselines import majority_vote
+from ._stats import clustered_interval
 from ._store import NodeOutcome, SampleOutcome
-
-Z95 = 1.959963984540054
-
-
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion; (0, 1) for n = 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 class RoundMetrics(BaseModel):
     round: int
     nodes: int
+    failed: int = 0
     tokens: float
     accuracy: float | None
     consensus: float
@@ -77,6 +69,9 @@ class ArmMetrics(BaseModel):
     flips_n: int = 0
     flips_base: int = 0
     cross_check: float | None = None
+    ci_method: str = "wilson"
+    #: (problem id, sample, status) of every sample, for the paired statistics (not in CSVs)
+    per_sample: list[tuple[str, int, str]] = Field(default_factory=list, exclude=True, repr=False)
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -89,11 +84,12 @@ def _round_metrics(samples: Sequence[Sequence[NodeOutcome]]) -> list[RoundMetric
     for r in rounds:
         per_sample = [[nd for nd in nodes if nd.round == r] for nodes in samples]
         flat = [nd for nodes in per_sample for nd in nodes]
+        sent = [[nd for nd in nodes if nd.status != "failed"] for nodes in per_sample]
         graded = [nd for nd in flat if nd.status in ("correct", "wrong")]
-        with_inputs = [nd for nd in flat if nd.inputs]
-        consensus = [majority_vote([nd.answer for nd in nodes])[2] for nodes in per_sample if nodes]
+        with_inputs = [nd for nodes in sent for nd in nodes if nd.inputs]
+        consensus = [majority_vote([nd.answer for nd in nodes])[2] for nodes in sent if nodes]
         out.append(RoundMetrics(
-            round=r, nodes=len(flat),
+            round=r, nodes=len(flat), failed=len(flat) - sum(map(len, sent)),
             tokens=sum(nd.tokens for nd in flat) / max(len(samples), 1),
             accuracy=_ratio(sum(nd.status == "correct" for nd in graded), len(graded)),
             consensus=sum(consensus) / max(len(consensus), 1),
@@ -101,24 +97,31 @@ def _round_metrics(samples: Sequence[Sequence[NodeOutcome]]) -> list[RoundMetric
     return out
 
 
-def _base(label: str, arm: str, kind: str, statuses: Sequence[str], ttcs: Sequence[int],
-          problems: int, nodes: Sequence[Sequence[NodeOutcome]]) -> ArmMetrics:
+def _base(label: str, arm: str, kind: str, keyed: Sequence[tuple[str, int, str]], ttcs: Sequence[int],
+          nodes: Sequence[Sequence[NodeOutcome]]) -> ArmMetrics:
+    statuses = [s for _, _, s in keyed]
+    problems = len({pid for pid, _, _ in keyed})
     graded = sum(s in ("correct", "wrong") for s in statuses)
     correct = sum(s == "correct" for s in statuses)
-    lo, hi = wilson_interval(correct, graded) if graded else (None, None)
-    with_inputs = [nd for ns in nodes for nd in ns if nd.inputs]
+    by_problem: dict[str, list[bool]] = {}
+    for pid, _, s in keyed:
+        if s in ("correct", "wrong"):
+            by_problem.setdefault(pid, []).append(s == "correct")
+    lo, hi, method = clustered_interval(by_problem) if graded else (None, None, "wilson")
+    with_inputs = [nd for ns in nodes for nd in ns if nd.inputs and nd.status != "failed"]
     return ArmMetrics(
         label=label, arm=arm, kind=kind, samples=len(statuses), problems=problems, graded=graded,
         correct=correct, timeouts=sum(s == "timeout" for s in statuses),
         errors=sum(s in ("error", "failed") for s in statuses), accuracy=_ratio(correct, graded),
-        ci_low=lo, ci_high=hi, mean_ttc=sum(ttcs) / max(len(ttcs), 1), rounds=_round_metrics(nodes),
+        ci_low=lo, ci_high=hi, ci_method=method, per_sample=list(keyed),
+        mean_ttc=sum(ttcs) / max(len(ttcs), 1), rounds=_round_metrics(nodes),
         cross_check=_ratio(sum(nd.cross_refs for nd in with_inputs), len(with_inputs)))
 
 
 def topology_metrics(arm: str, outcomes: Sequence[SampleOutcome], kind: str = "topology") -> ArmMetrics:
     """Metrics of a topology (or single) arm."""
-    m = _base(arm, arm, kind, [o.status for o in outcomes], [o.effective_ttc for o in outcomes],
-              len({o.problem_id for o in outcomes}), [o.nodes for o in outcomes])
+    m = _base(arm, arm, kind, [(o.problem_id, o.sample, o.status) for o in outcomes],
+              [o.effective_ttc for o in outcomes], [o.nodes for o in outcomes])
     for o in outcomes:
         if o.sink is None:
             continue
@@ -138,14 +141,14 @@ def topology_metrics(arm: str, outcomes: Sequence[SampleOutcome], kind: str = "t
 def self_consistency_metrics(arm: str, outcomes: Sequence[SampleOutcome], size: int,
                              label: str, matched: str | None) -> ArmMetrics:
     """SC@``size``: majority vote over each sample's first ``size`` trajectories."""
-    statuses, ttcs, nodes = [], [], []
+    keyed, ttcs, nodes = [], [], []
     for o in outcomes:
         first = o.nodes[:size]
         _, rep, _ = majority_vote([nd.answer for nd in first])
-        statuses.append(first[rep].status if rep is not None else "wrong")
+        keyed.append((o.problem_id, o.sample, first[rep].status if rep is not None else "wrong"))
         ttcs.append(sum(nd.tokens for nd in first))
         nodes.append(first)
-    m = _base(label, arm, "self-consistency", statuses, ttcs, len({o.problem_id for o in outcomes}), nodes)
+    m = _base(label, arm, "self-consistency", keyed, ttcs, nodes)
     m.vote_size, m.matched_arm = size, matched
     return m
 

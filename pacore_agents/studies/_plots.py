@@ -1,8 +1,13 @@
 """PNG plots of a study (matplotlib, Agg backend; never opens a window).
 
-- ``accuracy_vs_ttc.png``: accuracy (with its Wilson 95% interval) against mean effective TTC,
+- ``accuracy_vs_ttc.png``: accuracy (with its 95% interval) against mean effective TTC,
   log x axis, one marker per arm row (circles: topology arms; hollow squares: self-consistency,
   which sits at the TTC of the arm it matches; triangles: single).
+- ``scaling.png`` (studies with sweeps): the paper's scaling plot, accuracy (95% interval
+  bars) against mean effective TTC (log x): a solid line per sweep along its graph axes
+  (topology, widths, topology params; a separate line per value of its other axes, e.g. a
+  temperature), and dashed, hollow squares in the same colour for the self-consistency rows
+  matched to that line's arms (same budget, same axes).
 - ``rounds.png``: per-round message accuracy and consensus, one line per arm row.
 - ``topology_<arm>.png``: each topology arm's unrolled graph, laid out by round (x = round,
   y = agent, centred), nodes coloured by role.
@@ -41,11 +46,69 @@ def plot_accuracy_vs_ttc(metrics: Sequence[ArmMetrics], path: Path) -> Path:
                     color=f"C{i % 10}", label=m.label)
     ax.set_xscale("log")
     ax.set_xlabel("mean effective TTC per sample (tokens, log scale)")
-    ax.set_ylabel("accuracy (95% Wilson interval)")
+    ax.set_ylabel("accuracy (95% interval)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title("Accuracy vs effective test-time compute")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _line_key(point: Mapping[str, Any]) -> str:
+    """The non-graph axes of a sweep point, as a legend suffix ('' if none)."""
+    from ._sweeps import format_value
+
+    graph = {"topology", "widths"}
+    other = {k: v for k, v in point.items()
+             if k not in graph and (k.endswith("_temperature") or k in _OTHER_AXES)}
+    return ", ".join(f"{k}={format_value(v)}" for k, v in sorted(other.items()))
+
+
+_OTHER_AXES = {"temperature", "max_tokens", "compaction", "order", "max_message_tokens"}
+
+
+def plot_scaling(metrics: Sequence[ArmMetrics], sweeps: Mapping[str, tuple[str, Mapping[str, Any]]],
+                 path: Path) -> Path:
+    """``sweeps``: arm -> (sweep id, sweep point). See the module for what is drawn."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    lines: dict[tuple[str, str], list[str]] = {}
+    for arm, (sweep, point) in sweeps.items():
+        lines.setdefault((sweep, _line_key(point)), []).append(arm)
+    by_arm = {m.arm: m for m in metrics if m.kind != "self-consistency"}
+
+    def draw(rows: Sequence[ArmMetrics], color: str, label: str, dashed: bool) -> None:
+        rows = sorted((m for m in rows if m.accuracy is not None), key=lambda m: m.mean_ttc)
+        if not rows:
+            return
+        acc = [m.accuracy or 0.0 for m in rows]
+        err = [[max(0.0, a - (m.ci_low or 0.0)) for a, m in zip(acc, rows, strict=True)],
+               [max(0.0, (m.ci_high or 0.0) - a) for a, m in zip(acc, rows, strict=True)]]
+        ax.errorbar([max(m.mean_ttc, 1.0) for m in rows], acc, yerr=err, color=color, capsize=3,
+                    linestyle="--" if dashed else "-", marker="s" if dashed else "o",
+                    fillstyle="none" if dashed else "full", markersize=7, label=label)
+
+    for i, ((sweep, key), arms) in enumerate(sorted(lines.items())):
+        color = f"C{i % 10}"
+        name = sweep + (f" ({key})" if key else "")
+        draw([by_arm[a] for a in arms if a in by_arm], color, name, dashed=False)
+        draw([m for m in metrics if m.kind == "self-consistency" and m.matched_arm in arms], color,
+             f"self-consistency at {name}'s budgets", dashed=True)
+    for m in metrics:
+        if m.kind == "single" and m.accuracy is not None:
+            ax.axhline(m.accuracy, color="gray", linestyle=":", linewidth=1)
+            ax.annotate(m.label, (1.0, m.accuracy), xycoords=("axes fraction", "data"), ha="right",
+                        va="bottom", fontsize=7, color="gray")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean effective TTC per sample (tokens, log scale)")
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("Scaling: accuracy vs effective test-time compute")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

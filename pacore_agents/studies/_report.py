@@ -1,8 +1,11 @@
 """The report of a study: rich tables in the terminal, CSV files and PNG plots.
 
 ``build_report(out_dir)`` reads the store (never the engine) and writes into
-``<out_dir>/report/``: ``metrics.csv`` (one row per arm row), ``rounds.csv`` (one row per arm
-row and round), ``samples.csv`` (one row per stored sample) and the plots of ``_plots``.
+``<out_dir>/report/`` the CSV files of ``_columns.CSV_FILES`` (metrics, rounds, samples,
+paired comparisons of every two rows, each topology arm's effective roles) and the plots of
+``_plots`` (the scaling plot when the study has sweeps). The terminal shows the metrics, the
+rounds, the effective roles, and the paired comparisons of each topology arm against the
+single baseline and its budget-matched self-consistency.
 """
 
 from __future__ import annotations
@@ -13,12 +16,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from pacore_agents._errors import ConfigError
+
+from ._columns import METRICS_COLUMNS, PAIR_COLUMNS, ROLE_COLUMNS, ROUND_COLUMNS, SAMPLE_COLUMNS
 from ._metrics import ArmMetrics, compute_metrics
-from ._plots import plot_accuracy_vs_ttc, plot_rounds, plot_topology
+from ._plots import plot_accuracy_vs_ttc, plot_rounds, plot_scaling, plot_topology
+from ._spec import ArmSpec, role_summary
+from ._stats import PairedComparison, paired_comparison
 from ._store import ResultStore, SampleOutcome
 
 
@@ -27,6 +37,10 @@ class Report:
     metrics: list[ArmMetrics]
     files: list[Path] = field(default_factory=list)
     samples: int = 0
+    #: every pair of metrics rows (a before b in row order) sharing graded problems
+    pairs: list[PairedComparison] = field(default_factory=list)
+    #: arm -> role -> ``role_summary`` (topology arms whose spec could be rebuilt)
+    roles: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
 
 def _pct(x: float | None) -> str:
@@ -38,9 +52,11 @@ def _of(n: int, base: int, rate: float | None) -> str:
 
 
 def metrics_table(metrics: Sequence[ArmMetrics], title: str = "study") -> Table:
-    """Accuracy in % with its 95% Wilson interval; emergent and right->wrong as rate (n/base)."""
-    table = Table(title=title, caption="acc: % [95% Wilson]; TTC: mean effective tokens per sample; "
-                  "emerg: sink right, every input wrong; R→W: sink wrong, most inputs right")
+    """Accuracy in % with its 95% interval; emergent and right->wrong as rate (n/base)."""
+    clustered = any(m.ci_method != "wilson" for m in metrics)
+    table = Table(title=title, caption="acc: % [95% " + ("Wilson, clustered by problem" if clustered else "Wilson")
+                  + "]; TTC: mean effective tokens per sample; emerg: sink right, every input wrong; "
+                  "R→W: sink wrong, most inputs right")
     for col in ("arm", "kind", "graded", "acc", "TTC", "emerg", "R→W", "xcheck", "t/o", "err"):
         table.add_column(col, justify="left" if col in ("arm", "kind") else "right", no_wrap=True)
     for m in metrics:
@@ -54,13 +70,59 @@ def metrics_table(metrics: Sequence[ArmMetrics], title: str = "study") -> Table:
     return table
 
 
+def key_pairs(metrics: Sequence[ArmMetrics], pairs: Sequence[PairedComparison]) -> list[PairedComparison]:
+    """Each topology arm against every single row and against its budget-matched SC rows."""
+    by = {(p.a, p.b): p for p in pairs} | {(p.b, p.a): _swap(p) for p in pairs}
+    out = []
+    for t in (m for m in metrics if m.kind == "topology"):
+        for other in metrics:
+            wanted = other.kind == "single" or (other.kind == "self-consistency" and other.matched_arm == t.arm)
+            if wanted and (t.label, other.label) in by:
+                out.append(by[(t.label, other.label)])
+    return out
+
+
+def _swap(p: PairedComparison) -> PairedComparison:
+    flip = None if p.diff is None else -p.diff
+    return p.model_copy(update={"a": p.b, "b": p.a, "acc_a": p.acc_b, "acc_b": p.acc_a, "diff": flip,
+                                "diff_low": None if p.diff_high is None else -p.diff_high,
+                                "diff_high": None if p.diff_low is None else -p.diff_low,
+                                "a_only": p.b_only, "b_only": p.a_only})
+
+
+def pairs_table(pairs: Sequence[PairedComparison]) -> Table:
+    table = Table(title="paired comparisons (same problems)",
+                  caption="diff: accuracy points, A - B, [95% paired bootstrap over problems]; "
+                  "p: exact McNemar (one sample per problem)")
+    for col in ("A", "B", "problems", "acc A", "acc B", "diff [95%]", "A only", "B only", "p"):
+        table.add_column(col, justify="left" if col in ("A", "B") else "right", no_wrap=True)
+    for p in pairs:
+        if p.diff is None:
+            continue
+        table.add_row(p.a, p.b, str(p.problems), _pct(p.acc_a), _pct(p.acc_b),
+                      f"{100 * p.diff:+.1f} [{100 * (p.diff_low or 0):+.0f}, {100 * (p.diff_high or 0):+.0f}]",
+                      "—" if p.a_only is None else str(p.a_only), "—" if p.b_only is None else str(p.b_only),
+                      "—" if p.p_value is None else f"{p.p_value:.3g}")
+    return table
+
+
+def roles_table(roles: dict[str, dict[str, dict[str, str]]]) -> Table:
+    table = Table(title="effective roles per topology arm")
+    for col in ("arm", "role", "template", "system", "compaction", "sampling"):
+        table.add_column(col)
+    for arm, by_role in roles.items():
+        for role, summary in by_role.items():
+            table.add_row(arm, role, *(summary[k] or "—" for k in ("template", "system", "compaction", "sampling")))
+    return table
+
+
 def rounds_table(metrics: Sequence[ArmMetrics]) -> Table:
     table = Table(title="per round (tokens = mean per sample)")
-    for col in ("arm", "round", "nodes", "tokens", "accuracy", "consensus", "cross-check"):
+    for col in ("arm", "round", "nodes", "failed", "tokens", "accuracy", "consensus", "cross-check"):
         table.add_column(col, justify="left" if col == "arm" else "right")
     for m in metrics:
         for r in m.rounds:
-            table.add_row(m.label, str(r.round), str(r.nodes), f"{r.tokens:,.1f}", _pct(r.accuracy),
+            table.add_row(m.label, str(r.round), str(r.nodes), str(r.failed), f"{r.tokens:,.1f}", _pct(r.accuracy),
                           _pct(r.consensus), _pct(r.cross_check))
     return table
 
@@ -73,32 +135,64 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
     return path
 
 
-def write_csvs(metrics: Sequence[ArmMetrics], outcomes: Sequence[SampleOutcome], folder: Path) -> list[Path]:
-    cols = ["label", "arm", "kind", "vote_size", "matched_arm", "samples", "problems", "graded", "correct",
-            "timeouts", "errors", "accuracy", "ci_low", "ci_high", "mean_ttc", "emergent", "emergent_n",
-            "emergent_base", "flips", "flips_n", "flips_base", "cross_check"]
-    metric_rows = [[getattr(m, c) for c in cols] for m in metrics]
-    round_cols = ["round", "nodes", "tokens", "accuracy", "consensus", "cross_check"]
-    round_rows = [[m.label, *[getattr(r, c) for c in round_cols]] for m in metrics for r in m.rounds]
-    sample_rows = [[o.arm, o.problem_id, o.sample, o.kind, o.status, o.answer, o.effective_ttc, len(o.nodes),
-                    o.degraded] for o in outcomes]
+def write_csvs(report: Report, outcomes: Sequence[SampleOutcome], folder: Path) -> list[Path]:
+    """The files of ``_columns.CSV_FILES`` (columns in that order)."""
+    metric_rows = [[getattr(m, c) for c in METRICS_COLUMNS] for m in report.metrics]
+    round_cols = list(ROUND_COLUMNS)[1:]
+    round_rows = [[m.label, *[getattr(r, c) for c in round_cols]] for m in report.metrics for r in m.rounds]
+    sample_rows = [[getattr(o, c) if c != "nodes" else len(o.nodes) for c in SAMPLE_COLUMNS] for o in outcomes]
+    pair_rows = [[getattr(p, c) for c in PAIR_COLUMNS] for p in report.pairs]
+    role_rows = [[arm, role, *(summary[c] for c in list(ROLE_COLUMNS)[2:])]
+                 for arm, by_role in report.roles.items() for role, summary in by_role.items()]
     return [
-        _write_csv(folder / "metrics.csv", cols, metric_rows),
-        _write_csv(folder / "rounds.csv", ["label", *round_cols], round_rows),
-        _write_csv(folder / "samples.csv", ["arm", "problem_id", "sample", "kind", "status", "answer",
-                                            "effective_ttc", "nodes", "degraded"], sample_rows),
+        _write_csv(folder / "metrics.csv", list(METRICS_COLUMNS), metric_rows),
+        _write_csv(folder / "rounds.csv", list(ROUND_COLUMNS), round_rows),
+        _write_csv(folder / "samples.csv", list(SAMPLE_COLUMNS), sample_rows),
+        _write_csv(folder / "pairs.csv", list(PAIR_COLUMNS), pair_rows),
+        _write_csv(folder / "roles.csv", list(ROLE_COLUMNS), role_rows),
     ]
 
 
-def _arm_order_and_sizes(store: ResultStore) -> tuple[list[str], dict[str, dict[str, int]]]:
+def _spec_arms(store: ResultStore) -> list[dict[str, Any]]:
     spec = json.loads(store.get_meta("fingerprint") or "{}")
-    order = [a["name"] for a in spec.get("arms", [])]
+    arms = spec.get("arms", [])
+    return [a for a in arms if isinstance(a, dict) and "name" in a]
+
+
+def _arm_order_and_sizes(store: ResultStore) -> tuple[list[str], dict[str, dict[str, int]]]:
+    order = [a["name"] for a in _spec_arms(store)]
     sizes = {}
     for arm in order:
         saved = store.get_meta(f"sc_sizes:{arm}")
         if saved is not None:
             sizes[arm] = json.loads(saved)
     return order, sizes
+
+
+def effective_roles(arm_tables: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
+    """arm -> role -> ``role_summary`` for each topology arm whose spec still builds (a spec
+    file that moved since the study ran is skipped)."""
+    out = {}
+    for table in arm_tables:
+        try:
+            arm = ArmSpec.model_validate(table)
+            if arm.baseline is not None:
+                continue
+            out[arm.name] = {n: role_summary(r) for n, r in arm.used_roles(arm.build_topology()).items()}
+        except (ValidationError, ConfigError):
+            continue
+    return out
+
+
+def all_pairs(metrics: Sequence[ArmMetrics]) -> list[PairedComparison]:
+    """``paired_comparison`` of every two rows (row order) that share graded problems."""
+    out = []
+    for i, a in enumerate(metrics):
+        for b in metrics[i + 1 :]:
+            pair = paired_comparison(a.label, a.per_sample, b.label, b.per_sample)
+            if pair.problems:
+                out.append(pair)
+    return out
 
 
 def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = True,
@@ -109,17 +203,22 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
     try:
         outcomes = store.outcomes()
         order, sizes = _arm_order_and_sizes(store)
+        arm_tables = _spec_arms(store)
         order += sorted({o.arm for o in outcomes} - set(order))
         metrics = compute_metrics(outcomes, order, sizes)
-        report = Report(metrics=metrics, samples=len(outcomes))
+        report = Report(metrics=metrics, samples=len(outcomes), pairs=all_pairs(metrics),
+                        roles=effective_roles(arm_tables))
         folder = out / "report"
         if csv_files or plots:
             folder.mkdir(parents=True, exist_ok=True)
         if csv_files:
-            report.files += write_csvs(metrics, outcomes, folder)
+            report.files += write_csvs(report, outcomes, folder)
         if plots and metrics:
             report.files.append(plot_accuracy_vs_ttc(metrics, folder / "accuracy_vs_ttc.png"))
             report.files.append(plot_rounds(metrics, folder / "rounds.png"))
+            sweeps = {a["name"]: (a["sweep"], a.get("sweep_point") or {}) for a in arm_tables if a.get("sweep")}
+            if sweeps:
+                report.files.append(plot_scaling(metrics, sweeps, folder / "scaling.png"))
             for arm in order:
                 first = next((o for o in outcomes if o.arm == arm and o.kind == "topology"), None)
                 trace = store.trace_json(first.arm, first.problem_id, first.sample) if first else None
@@ -131,6 +230,11 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
     if console is not None:
         console.print(metrics_table(metrics, title=f"study {out} ({report.samples} samples stored)"))
         console.print(rounds_table(metrics))
+        if report.roles:
+            console.print(roles_table(report.roles))
+        key = key_pairs(metrics, report.pairs)
+        if key:
+            console.print(pairs_table(key))
         for f in report.files:
             console.print(f"wrote {f}")
     return report

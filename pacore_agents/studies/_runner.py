@@ -264,7 +264,7 @@ async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None
                      grader_factory: Callable[[], Grader] | None) -> StudyRunSummary:
     started = time.monotonic()
     problems = load_problems(spec.dataset)
-    own = create_engine(spec.engine) if engine is None else None
+    own = create_engine(spec.engine, retry=spec.retry) if engine is None else None
     base = engine or own
     assert base is not None
     try:

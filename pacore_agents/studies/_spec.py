@@ -1,4 +1,4 @@
-"""The study spec (TOML): dataset, samples, seed, engine, sampling, concurrency and arms.
+"""The study spec (TOML): dataset, samples, seed, engine, sampling, retries and arms.
 
 Unknown keys are errors naming the key. An arm is either a PaCoRe-style run over a topology
 (``topology`` = built-in name or spec path, or ``widths`` = all-to-all widths before the sink)
@@ -9,27 +9,81 @@ over N independent trajectories, N matched to each other arm's effective TTC; se
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from pacore_agents._config import PACORE_SAMPLING, FailurePolicy, RunConfig
 from pacore_agents._engine import SamplingParams
 from pacore_agents._errors import ConfigError
 from pacore_agents._references import OrderPolicy, derive_seed
-from pacore_agents._roles import CompactionKind, Role, builtin_roles
+from pacore_agents._roles import (
+    CompactionKind,
+    Role,
+    builtin_roles,
+    default_role,
+    pacore_synthesis_template,
+)
 from pacore_agents._run import resolve_topology
-from pacore_agents._specs import RoleSpec, load_topology
+from pacore_agents._specs import load_topology
 from pacore_agents._topology import Topology, all_to_all
 from pacore_agents._wrappers import RetryPolicy
-from pacore_agents.engines import EngineOptions
+from pacore_agents.engines import (
+    EngineOptions,
+    VLLMOptions,
+    parse_engine_options,
+    results_fingerprint,
+)
 
 from ._datasets import DatasetSpec
+from ._sweeps import SweepSpec, expand_sweep
 
 BaselineKind = Literal["single", "self-consistency"]
+
+
+#: Templates a role override can name instead of writing Jinja2: the PaCoRe synthesis
+#: template, or the problem's messages unchanged (no template).
+NAMED_TEMPLATES = ("pacore", "problem")
+
+
+def named_template(name: str) -> str | None:
+    """The template source a ``NAMED_TEMPLATES`` name stands for (None: the bare problem)."""
+    return pacore_synthesis_template() if name == "pacore" else None
+
+
+class RoleOverride(BaseModel):
+    """A role in an arm. Every field left out keeps the value of the role it overrides (the
+    built-in or topology role of that name; for a new name: no template, ``pacore``
+    compaction, the run's sampling). ``sampling`` merges field by field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str | None = Field(default=None, description="Jinja2 template replacing the last user "
+                                 "message, or a name: 'pacore' (the synthesis template), 'problem' "
+                                 "(the problem unchanged)")
+    system: str | None = Field(default=None, description="system prompt prepended")
+    compaction: CompactionKind | None = Field(default=None, description="the message passed on: pacore "
+                                              "(after </think>), full, or boxed (the final answer only)")
+    sampling: SamplingParams | None = Field(default=None, description="merged onto the role's sampling")
+    description: str | None = Field(default=None, description="free text")
+
+    def apply(self, name: str, base: Role | None) -> Role:
+        """The role ``base`` (or a plain new role) with the fields this override sets."""
+        base = base or Role(name)
+        template = base.template
+        if self.template is not None:
+            template = named_template(self.template) if self.template in NAMED_TEMPLATES else self.template
+        sampling = self.sampling if base.sampling is None else base.sampling.merged(self.sampling)
+        return Role(name, template=template,
+                    system=self.system if self.system is not None else base.system,
+                    compaction=self.compaction or base.compaction, sampling=sampling,
+                    description=self.description if self.description is not None else base.description)
 
 
 class ArmSpec(BaseModel):
@@ -37,20 +91,28 @@ class ArmSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.@+-]+$")
-    baseline: BaselineKind | None = None
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.@+-]+$", description="unique; letters, "
+                      "digits and _ . @ + -")
+    baseline: BaselineKind | None = Field(default=None, description="a baseline instead of a topology")
     topology: str | None = Field(default=None, description="built-in name or path to a .toml spec")
     widths: list[int] | None = Field(default=None, description="all-to-all widths; the sink is appended")
     params: dict[str, Any] = Field(default_factory=dict, description="topology parameter overrides")
-    roles: dict[str, RoleSpec] = Field(default_factory=dict, description="extra or replaced roles")
+    roles: dict[str, RoleOverride] = Field(
+        default_factory=dict, description="role overrides, merged onto the built-in or topology role of "
+        "that name (a new name defines a role)")
     compaction: CompactionKind | None = Field(default=None, description="for every role of the arm")
-    order: OrderPolicy | None = None
-    merge_identical: bool | None = None
-    max_message_tokens: int | None = Field(default=None, gt=0)
-    on_failure: FailurePolicy | None = None
+    order: OrderPolicy | None = Field(default=None, description="order of references in a prompt "
+                                      "(default: pacore)")
+    merge_identical: bool | None = Field(default=None, description="send identical prompts as one "
+                                         "request with n (default: true)")
+    max_message_tokens: int | None = Field(default=None, gt=0, description="cut each message to this many tokens")
+    on_failure: FailurePolicy | None = Field(default=None, description="a failed node: go on without "
+                                             "its message (default here: continue) or fail the sample")
     sampling: SamplingParams | None = Field(default=None, description="overrides of the study's sampling")
     match: list[str] | None = Field(default=None, description="self-consistency: arms whose TTC to match")
     n: list[int] | None = Field(default=None, description="self-consistency: fixed vote sizes instead")
+    sweep: str | None = Field(default=None, description="set by [[sweep]]: the sweep this arm is a point of")
+    sweep_point: dict[str, Any] = Field(default_factory=dict, description="set by [[sweep]]: the axis values")
 
     @model_validator(mode="after")
     def _check_kind(self) -> ArmSpec:
@@ -82,18 +144,52 @@ class ArmSpec(BaseModel):
         return resolve_topology(self.topology)
 
     def build_roles(self, topology: Topology) -> dict[str, Role]:
-        """Roles to pass to ``run``: the arm's roles over the topology's, with ``compaction``."""
+        """Roles to pass to ``run``: built-ins, then the topology's, then the arm's overrides
+        merged onto them (see ``RoleOverride``), then the arm's ``compaction`` on every role."""
         roles: dict[str, Role] = {**builtin_roles(), **topology.roles}
-        for name, r in self.roles.items():
-            roles[name] = Role(name, template=r.template, system=r.system, compaction=r.compaction,
-                               sampling=r.sampling, description=r.description)
+        for name, override in self.roles.items():
+            roles[name] = override.apply(name, roles.get(name))
         if self.compaction is not None:
-            roles = {n: Role(r.name, template=r.template, system=r.system, compaction=self.compaction,
-                             sampling=r.sampling, description=r.description) for n, r in roles.items()}
+            roles = {n: replace(r, compaction=self.compaction) for n, r in roles.items()}
         return roles
 
 
+    def used_roles(self, topology: Topology) -> dict[str, Role]:
+        """The effective roles the arm's nodes use, by name (in node order)."""
+        roles = self.build_roles(topology)
+        used: dict[str, Role] = {}
+        for node in topology.nodes():
+            name = topology.role_of(node) or default_role(node, topology.sink)
+            if name in roles:
+                used.setdefault(name, roles[name])
+        return used
+
+
+def template_label(template: str | None) -> str:
+    """A short name for a template: 'problem' (none), 'pacore', or 'sha:' + 8 hex digits."""
+    if template is None:
+        return "problem"
+    if template == pacore_synthesis_template():
+        return "pacore"
+    return "sha:" + hashlib.sha256(template.encode("utf-8")).hexdigest()[:8]
+
+
+def role_summary(role: Role) -> dict[str, str]:
+    """What ran: template (name or short hash), system prompt hash, compaction, sampling set."""
+    sampling = role.sampling.model_dump(exclude_none=True) if role.sampling is not None else {}
+    system = "" if role.system is None else "sha:" + hashlib.sha256(role.system.encode("utf-8")).hexdigest()[:8]
+    return {"template": template_label(role.template), "system": system, "compaction": role.compaction,
+            "sampling": ",".join(f"{k}={v}" for k, v in sorted(sampling.items()))}
+
+
+def describe_role(role: Role) -> str:
+    """``role_summary`` on one line (empty fields left out)."""
+    return " ".join(f"{k}={v}" for k, v in role_summary(role).items() if v)
+
+
 class GradingSpec(BaseModel):
+    """How answers are graded: math-verify in a process pool, a timeout per check."""
+
     model_config = ConfigDict(extra="forbid")
 
     timeout: float = Field(default=5.0, gt=0, description="seconds per math-verify check")
@@ -101,8 +197,9 @@ class GradingSpec(BaseModel):
 
 
 # Fields that may change between runs into the same out dir: they do not change results.
+# The engine enters the fingerprint as ``results_fingerprint`` (the flat form old stores hold).
 _VOLATILE = {"concurrency": True, "max_in_flight": True, "retry": True, "grading": {"workers"},
-             "engine": {"base_urls", "api_key", "request_timeout"}}
+             "engine": True}
 
 
 class StudySpec(BaseModel):
@@ -110,20 +207,65 @@ class StudySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "study"
-    dataset: DatasetSpec
-    samples: int = Field(default=1, ge=1)
-    seed: int = 0
+    name: str = Field(default="study", description="the study's name (report titles)")
+    dataset: DatasetSpec = Field(description="the [dataset] table: where the problems come from")
+    samples: int = Field(default=1, ge=1, description="runs of every (arm, problem)")
+    seed: int = Field(default=0, description="derives every request's seed (when seeded)")
     seeded: bool = Field(default=True, description="send per-request seeds derived from seed (set "
                          "false for engines that cannot seed, e.g. vLLM 0.32 on CPU with chunked prefill)")
-    engine: EngineOptions = EngineOptions()
-    sampling: SamplingParams = PACORE_SAMPLING
-    concurrency: int = Field(default=4, ge=1, description="problems in flight")
-    max_in_flight: int = Field(default=64, ge=1, description="engine requests in flight (all arms)")
-    retry: RetryPolicy = RetryPolicy()
+    engine: EngineOptions = Field(default_factory=VLLMOptions, description="the [engine] table: kind = "
+                                  "vllm (default) | openai | function, and that kind's options")
+    sampling: SamplingParams = Field(default=PACORE_SAMPLING, description="every request's sampling "
+                                     "(arms and roles override fields of it)")
+    retry: RetryPolicy = Field(default=RetryPolicy(), description="retries of transient engine errors")
     trajectory_pool: bool = Field(default=False, description="share round-1 trajectories across arms")
-    grading: GradingSpec = GradingSpec()
-    arms: list[ArmSpec] = Field(min_length=1)
+    grading: GradingSpec = Field(default=GradingSpec(), description="math-verify's timeout and processes")
+    arms: list[ArmSpec] = Field(default_factory=list, description="[[arms]] tables")
+    sweep: list[SweepSpec] = Field(default_factory=list, description="[[sweep]] tables: grids of topology "
+                                   "arms, expanded into arms when the spec loads (and then emptied)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("concurrency", "max_in_flight"):
+                if key in data:
+                    raise PydanticCustomError(
+                        "removed_key", "{key} was removed: every unit of a study now feeds one shared "
+                        "executor that admits sequences up to the engine's capacity; delete the key (to "
+                        "cap the engine, set [engine] max_sequences)", {"key": key})
+        return data
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _parse_engine(cls, value: Any) -> Any:
+        try:
+            return parse_engine_options(value)
+        except ConfigError as exc:  # one line that says what to fix, without pydantic's prefix
+            reason = str(exc).removeprefix("engine option ")
+            raise PydanticCustomError("engine_options", "{reason}", {"reason": reason}) from exc
+
+    @model_validator(mode="after")
+    def _expand_sweeps(self) -> StudySpec:
+        """Runs before ``_check_arms``: appends each sweep's arms, points ``match`` entries that
+        name a sweep at its arms, and empties ``sweep`` (the arms now say everything)."""
+        members: dict[str, list[str]] = {}
+        for sweep in self.sweep:
+            for table in expand_sweep(sweep):
+                try:
+                    arm = ArmSpec.model_validate(table)
+                except ValidationError as exc:
+                    raise ValueError(f"sweep {sweep.id!r}, arm {table['name']!r}: "
+                                     + _format_error(exc, "").removeprefix("study spec : ")) from exc
+                self.arms.append(arm)
+                members.setdefault(sweep.id, []).append(arm.name)
+        for arm in self.arms:
+            if arm.match is not None:
+                arm.match = [m for target in arm.match for m in members.get(target, [target])]
+        self.sweep = []
+        if not self.arms:
+            raise ValueError("the study has no arms: add [[arms]] or [[sweep]] tables")
+        return self
 
     @model_validator(mode="after")
     def _check_arms(self) -> StudySpec:
@@ -144,13 +286,12 @@ class StudySpec(BaseModel):
         return self
 
     def run_config(self, arm: ArmSpec, sample: int) -> RunConfig:
-        """The ``RunConfig`` of one sample of a topology arm (cap and retries are the study's)."""
+        """The ``RunConfig`` of one sample of a topology arm (retries are the study's)."""
         kw: dict[str, Any] = {
             "sampling": self.sampling.merged(arm.sampling),
             "seed": derive_seed(self.seed, "sample", sample) if self.seeded else None,
             "on_failure": arm.on_failure or "continue",
-            "max_in_flight": None,
-            "retry": None,
+            "retry": self.retry,
         }
         for knob in ("order", "merge_identical", "max_message_tokens"):
             if getattr(arm, knob) is not None:
@@ -158,19 +299,57 @@ class StudySpec(BaseModel):
         return RunConfig(**kw)
 
     def fingerprint(self) -> str:
-        """Canonical JSON of everything that changes results (see ``_VOLATILE``)."""
-        data = self.model_dump(mode="json", exclude=_VOLATILE)  # type: ignore[arg-type]
+        """Canonical JSON of everything that changes results (see ``_VOLATILE``). Fields added
+        since the first stores were written enter it only when set (see ``_V0_KEYS``)."""
+        full = self.model_dump(mode="json", exclude=_VOLATILE)  # type: ignore[arg-type]
+        sparse = self.model_dump(mode="json", exclude=_VOLATILE, exclude_defaults=True)  # type: ignore[arg-type]
+        data = _v0_compatible(full, sparse, "")
+        data["engine"] = results_fingerprint(self.engine)
         return json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+
+# The keys of each section in the fingerprints existing out dirs hold (the first format; list
+# items share their list's path). A key not listed here is a field added since: it enters the
+# fingerprint only when set to a non-default value, so old out dirs keep matching while a study
+# that uses a new knob differs, as it should (tests/fixtures/study_gsm8k_v0.*).
+_SAMPLING_V0 = frozenset({"frequency_penalty", "max_tokens", "presence_penalty", "seed", "stop",
+                          "temperature", "top_k", "top_p"})
+_V0_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"arms", "dataset", "engine", "grading", "name", "samples", "sampling", "seed",
+                   "seeded", "trajectory_pool"}),
+    "dataset": frozenset({"answer_field", "format", "id_field", "ids", "limit", "name", "offset", "path",
+                          "problem_field", "prompt_template", "system_prompt"}),
+    "arms": frozenset({"baseline", "compaction", "match", "max_message_tokens", "merge_identical", "n",
+                       "name", "on_failure", "order", "params", "roles", "sampling", "topology", "widths"}),
+    "arms.sampling": _SAMPLING_V0,
+    "sampling": _SAMPLING_V0,
+    "grading": frozenset({"timeout"}),
+}
+
+
+def _v0_compatible(full: Any, sparse: Any, path: str) -> Any:
+    """``full`` without the keys unknown to ``_V0_KEYS[path]`` that ``sparse`` (the same dump
+    without defaults) does not hold."""
+    if isinstance(full, dict):
+        known = _V0_KEYS.get(path)
+        given = sparse if isinstance(sparse, dict) else {}
+        return {k: _v0_compatible(v, given.get(k), f"{path}.{k}" if path else k) for k, v in full.items()
+                if known is None or k in known or k in given}
+    if isinstance(full, list):
+        items = sparse if isinstance(sparse, list) and len(sparse) == len(full) else [None] * len(full)
+        return [_v0_compatible(v, s, path) for v, s in zip(full, items, strict=True)]
+    return full
 
 
 def _format_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key {where!r}")
         else:
-            parts.append(f"{where}: {err['msg']}")
+            parts.append(f"{where}: {msg}" if where else msg)
     more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
     return f"study spec {source}: " + "; ".join(parts) + more
 

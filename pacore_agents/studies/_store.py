@@ -5,7 +5,8 @@ Contract:
   when its sample has finished and been graded (graded summary + the full trace JSON), so a
   kill (even ``kill -9``) loses at most the samples in flight, never a stored one.
 - ``pool`` holds shared round-1 trajectories, one row per (problem, sample, index).
-- The out dir keeps ``study.toml`` (the spec as given) and the spec's fingerprint; opening it
+- The out dir keeps ``study.toml`` (the spec as given, its secrets redacted: see
+  ``redact_spec_text``) and the spec's fingerprint (which holds no endpoint or key); opening it
   with a different spec raises ``ConfigError`` naming the differing keys (data is never
   overwritten).
 - Every call from async code goes through ``anyio.to_thread`` (one thread at a time).
@@ -14,12 +15,15 @@ Contract:
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 from pydantic import BaseModel, Field
@@ -79,6 +83,46 @@ class SampleOutcome(BaseModel):
         return (self.arm, self.problem_id, self.sample)
 
 
+SECRETS_NOTE = "# secrets redacted (***): put them back before rerunning with this copy\n"
+_SECRET_LINE = re.compile(r"api_key|://[^\s/@'\"]*@")
+_API_KEY_VALUE = re.compile(r"""(["']?\bapi_key\b["']?\s*=\s*)("(?:[^"\\\n]|\\.)*"|'[^'\n]*')""")
+
+
+def _spec_secrets(data: Any) -> set[str]:
+    engine = data.get("engine") if isinstance(data, dict) else None
+    if not isinstance(engine, dict):
+        return set()
+    urls = engine.get("base_urls")
+    found = [engine.get("api_key"), *(urlsplit(u).netloc.rpartition("@")[0]
+                                      for u in (urls if isinstance(urls, list) else []) if isinstance(u, str))]
+    return {s for s in found if isinstance(s, str) and s and s != "***"}
+
+
+def redact_spec_text(text: str) -> str:
+    """``text`` (a study file) with ``engine.api_key`` and the credentials of ``engine.base_urls``
+    replaced by ``***``, everything else as written (a note heads a redacted copy). A secret
+    spelled so that it survives (TOML escapes) costs its line, commented out; never the secret."""
+    try:
+        secrets = _spec_secrets(tomllib.loads(text))
+    except tomllib.TOMLDecodeError:
+        secrets = set()
+    if not secrets:
+        return text
+    out = _API_KEY_VALUE.sub(r'\1"***"', text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        out = out.replace(f"://{secret}@", "://***@")
+        if len(secret) >= 8:  # long enough to be nothing else: in comments, other spellings
+            for spelling in (secret, json.dumps(secret, ensure_ascii=False)[1:-1]):
+                out = out.replace(spelling, "***")
+    try:
+        left = _spec_secrets(tomllib.loads(out))
+    except tomllib.TOMLDecodeError:
+        left = secrets
+    if left:
+        out = "\n".join("# (redacted)" if _SECRET_LINE.search(line) else line for line in out.splitlines())
+    return SECRETS_NOTE + out
+
+
 def _diff(old: Any, new: Any, path: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
@@ -129,7 +173,7 @@ class ResultStore:
                 self._conn.execute("COMMIT")
             saved = self.get_meta("fingerprint")
             if spec_text is not None and not (self.out_dir / "study.toml").exists():
-                (self.out_dir / "study.toml").write_text(spec_text, encoding="utf-8")
+                (self.out_dir / "study.toml").write_text(redact_spec_text(spec_text), encoding="utf-8")
         if saved != fingerprint:
             keys = _diff(json.loads(saved or "{}"), json.loads(fingerprint))
             self.close()

@@ -1,0 +1,164 @@
+"""The engine flags of ``pacore run`` and ``pacore study run``, defined once, and the errors
+both commands turn into one line and an exit code.
+
+Every flag defaults to None, meaning "not given": ``EngineFlags.options(base)`` lays the given
+flags over ``base`` (a study's ``[engine]`` table; nothing for ``pacore run``). ``--engine`` with
+another kind than ``base`` starts that kind afresh. A flag that does not apply to the engine
+kind is an error that says so. ``--request-timeout`` bounds each attempt (the OpenAI engine's
+HTTP timeout too) and ``--retries`` is the number of attempts: ``EngineFlags.retry(base)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+
+from ._errors import ConfigError, PacoreError, unwrap_exception_group
+from ._wrappers import RetryPolicy
+from .engines import EngineOptions, parse_engine_options
+from .engines._endpoints import normalize_base_url
+
+_PANEL = "Engine"
+
+EngineFlag = Annotated[str | None, typer.Option(
+    "--engine", help="vllm (default) | openai | function:MODULE:CALLABLE", rich_help_panel=_PANEL)]
+ModelFlag = Annotated[str | None, typer.Option(
+    "--model", help="model: local path or name (vllm; default the embedded SmolLM2-135M), served "
+    "name (openai; default the server's first)", rich_help_panel=_PANEL)]
+BaseUrlFlag = Annotated[list[str] | None, typer.Option(
+    "--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (repeatable: one per "
+    "replica)", rich_help_panel=_PANEL)]
+ApiKeyFlag = Annotated[str | None, typer.Option(
+    "--api-key", help="API key for --engine openai (default: $OPENAI_API_KEY)", rich_help_panel=_PANEL)]
+MaxModelLenFlag = Annotated[int | None, typer.Option(
+    "--max-model-len", min=1, help="vLLM context length", rich_help_panel=_PANEL)]
+DtypeFlag = Annotated[str | None, typer.Option("--dtype", help="vLLM dtype (default auto)", rich_help_panel=_PANEL)]
+KvCacheFlag = Annotated[float | None, typer.Option(
+    "--kv-cache-gb", help="vLLM CPU KV cache space, GiB (default 1)", rich_help_panel=_PANEL)]
+TensorParallelFlag = Annotated[int | None, typer.Option(
+    "--tensor-parallel-size", min=1, help="vLLM tensor parallel size", rich_help_panel=_PANEL)]
+EagerFlag = Annotated[bool | None, typer.Option(
+    "--eager/--no-eager", help="vLLM enforce_eager (default: on for CPU)", show_default=False,
+    rich_help_panel=_PANEL)]
+MaxSequencesFlag = Annotated[int | None, typer.Option(
+    "--max-sequences", min=1, help="sequences in flight: vLLM's max_num_seqs; per endpoint for openai "
+    "(default 256); the function engine's window", rich_help_panel=_PANEL)]
+RequestTimeoutFlag = Annotated[float | None, typer.Option(
+    "--request-timeout", help="seconds per request attempt (openai default 600)", rich_help_panel=_PANEL)]
+RetriesFlag = Annotated[int | None, typer.Option(
+    "--retries", min=1, help="attempts per request, the first included (default 4); transient errors "
+    "only", rich_help_panel=_PANEL)]
+SeedRequestsFlag = Annotated[bool | None, typer.Option(
+    "--seed-requests/--no-seed-requests", show_default=False, help="openai: send per-request seeds "
+    "(default off: seeds crash a vLLM CPU server unless it runs --no-enable-chunked-prefill)",
+    rich_help_panel=_PANEL)]
+
+# flag -> (option name, the kinds it applies to)
+_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "model": ("model", ("vllm", "openai")),
+    "base_url": ("base_urls", ("openai",)),
+    "api_key": ("api_key", ("openai",)),
+    "max_model_len": ("max_model_len", ("vllm",)),
+    "dtype": ("dtype", ("vllm",)),
+    "kv_cache_gb": ("kv_cache_space_gb", ("vllm",)),
+    "tensor_parallel_size": ("tensor_parallel_size", ("vllm",)),
+    "eager": ("enforce_eager", ("vllm",)),
+    "seed_requests": ("seed_requests", ("openai",)),
+}
+_SEQUENCES = {"vllm": "max_sequences", "openai": "max_sequences_per_endpoint", "function": "max_sequences"}
+
+
+def _flag(name: str) -> str:
+    return {"eager": "--eager/--no-eager", "seed_requests": "--seed-requests/--no-seed-requests"}.get(
+        name, "--" + name.replace("_", "-"))
+
+
+@dataclass(frozen=True)
+class EngineFlags:
+    """The engine flags as given on a command line (None: not given)."""
+
+    engine: str | None = None
+    model: str | None = None
+    base_url: list[str] | None = None
+    api_key: str | None = None
+    max_model_len: int | None = None
+    dtype: str | None = None
+    kv_cache_gb: float | None = None
+    tensor_parallel_size: int | None = None
+    eager: bool | None = None
+    max_sequences: int | None = None
+    request_timeout: float | None = None
+    retries: int | None = None
+    seed_requests: bool | None = None
+
+    def given(self) -> list[str]:
+        """Names of the flags given."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None
+                and getattr(self, f.name) != [] and getattr(self, f.name) != ()]
+
+    def options(self, base: Mapping[str, Any] | BaseModel | None = None) -> EngineOptions:
+        """``base`` (default: the embedded vLLM engine) with the given flags laid over it.
+
+        Raises ``ConfigError`` (one line) for an unknown engine, a flag the engine kind does not
+        take, or options that do not validate.
+        """
+        data: dict[str, Any] = dict(base.model_dump() if isinstance(base, BaseModel) else base or {})
+        kind = str(data.get("kind", "vllm"))
+        if self.engine is not None:
+            new_kind, _, function = self.engine.partition(":")
+            if new_kind not in _SEQUENCES:
+                raise ConfigError(f"unknown engine {self.engine!r}: use vllm, openai or function:MODULE:CALLABLE")
+            if new_kind != kind:
+                data, kind = {"kind": new_kind}, new_kind
+            if function:
+                data["function"] = function
+            elif kind == "function" and "function" not in data:
+                raise ConfigError("the function engine needs its handler: --engine function:MODULE:CALLABLE")
+        for name in self.given():
+            if name in ("engine", "retries"):
+                continue
+            if name == "request_timeout":
+                if self.request_timeout is not None and self.request_timeout <= 0:
+                    raise ConfigError(f"bad --request-timeout {self.request_timeout}: give seconds > 0")
+                if kind == "openai":
+                    data["request_timeout"] = self.request_timeout
+                continue
+            if name == "max_sequences":
+                data[_SEQUENCES[kind]] = self.max_sequences
+                continue
+            target, kinds = _TARGETS[name]
+            if kind not in kinds:
+                raise ConfigError(f"{_flag(name)} applies to --engine {' or '.join(kinds)}, not {kind}")
+            for url in self.base_url if name == "base_url" and self.base_url else []:
+                normalize_base_url(url)  # one line naming the bad URL (without credentials)
+            data[target] = getattr(self, name)
+        if kind == "openai" and not data.get("base_urls"):
+            raise ConfigError("the openai engine needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        return parse_engine_options(data)
+
+    def retry(self, base: RetryPolicy | None = None) -> RetryPolicy:
+        """``base`` (default ``RetryPolicy()``) with ``--retries`` / ``--request-timeout`` applied."""
+        policy = base or RetryPolicy()
+        update: dict[str, Any] = {}
+        if self.retries is not None:
+            update["max_attempts"] = self.retries
+        if self.request_timeout is not None:
+            if self.request_timeout <= 0:
+                raise ConfigError(f"bad --request-timeout {self.request_timeout}: give seconds > 0")
+            update["timeout"] = self.request_timeout
+        return policy.model_copy(update=update) if update else policy
+
+
+def exit_code_for(exc: BaseException) -> tuple[BaseException, int] | None:
+    """The error to show for ``exc`` (an exception group unwrapped) and its exit code: 2 for bad
+    input (``ConfigError``), 1 for other library errors; None for anything else (a bug)."""
+    leaf = unwrap_exception_group(exc)
+    if isinstance(leaf, ConfigError):
+        return leaf, 2
+    if isinstance(leaf, PacoreError):
+        return leaf, 1
+    return None

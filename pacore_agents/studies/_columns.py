@@ -1,0 +1,88 @@
+"""The columns of a study report's CSV files, with their meaning: the one source for the CSV
+writers (``_report``) and the reference (``docs/studies.md``)."""
+
+from __future__ import annotations
+
+METRICS_COLUMNS: dict[str, str] = {
+    "label": "the row: the arm's name, or `<sc arm>@<matched arm>` / `<sc arm>@<N>` for self-consistency",
+    "arm": "the arm's name",
+    "kind": "`topology`, `single` or `self-consistency`",
+    "vote_size": "self-consistency: N, the trajectories voted over (empty otherwise)",
+    "matched_arm": "self-consistency: the topology arm whose mean effective TTC N matches",
+    "samples": "stored samples (problems x samples per problem)",
+    "problems": "distinct problems among them",
+    "graded": "samples whose answer math-verify judged (correct or wrong)",
+    "correct": "graded samples judged correct",
+    "timeouts": "samples whose grading timed out (not counted as wrong)",
+    "errors": "samples whose grading failed or whose final node failed",
+    "accuracy": "correct / graded",
+    "ci_low": "lower end of accuracy's 95% interval (see ci_method)",
+    "ci_high": "upper end of accuracy's 95% interval",
+    "ci_method": "`wilson` (one graded sample per problem) or `cluster-wilson` (Wilson at the "
+                 "effective sample size of samples clustered by problem)",
+    "mean_ttc": "mean effective test-time compute per sample: completion tokens summed over every node",
+    "emergent": "emergent correctness: emergent_n / emergent_base",
+    "emergent_n": "samples whose sink is correct although every input message was wrong",
+    "emergent_base": "samples whose sink has >= 1 input and every input was graded wrong",
+    "flips": "right-to-wrong flips: flips_n / flips_base",
+    "flips_n": "samples whose sink is wrong although most inputs were right",
+    "flips_base": "samples where more than half of the sink's inputs were graded correct",
+    "cross_check": "share of messages (of nodes with inputs) whose trajectory mentions a reference by number",
+}
+
+ROUND_COLUMNS: dict[str, str] = {
+    "label": "the metrics row (as in metrics.csv)",
+    "round": "round number (1 = independent trajectories; the last is the sink's)",
+    "nodes": "nodes of this round over all samples",
+    "failed": "of them, nodes that sent no message (left out of the denominators below)",
+    "tokens": "mean completion tokens of the round per sample",
+    "accuracy": "correct / graded messages of the round",
+    "consensus": "mean over samples of the share of the round's messages that give its majority answer",
+    "cross_check": "share of the round's messages (of nodes with inputs) that mention a reference",
+}
+
+SAMPLE_COLUMNS: dict[str, str] = {
+    "arm": "the arm",
+    "problem_id": "the problem",
+    "sample": "sample index (0 .. samples-1)",
+    "kind": "`topology`, `single` or `self-consistency`",
+    "status": "`correct`, `wrong`, `timeout`, `error` or `failed` (the final answer's grade)",
+    "answer": "the extracted final answer",
+    "effective_ttc": "completion tokens summed over the sample's nodes (self-consistency: all N_max)",
+    "nodes": "nodes (trajectories) in the sample",
+    "degraded": "a node failed and the run went on without its message",
+}
+
+PAIR_COLUMNS: dict[str, str] = {
+    "a": "first metrics row (label)",
+    "b": "second metrics row (label)",
+    "problems": "problems both rows graded (the pairs compared)",
+    "samples_per_problem": "graded samples per problem in both rows (empty when it varies)",
+    "acc_a": "a's accuracy over those problems (mean of per-problem accuracies)",
+    "acc_b": "b's accuracy over those problems",
+    "diff": "acc_a - acc_b",
+    "diff_low": "lower end of the paired 95% bootstrap interval of diff (resampling problems)",
+    "diff_high": "upper end of that interval",
+    "a_only": "one sample per problem: problems a got right and b wrong",
+    "b_only": "one sample per problem: problems b got right and a wrong",
+    "p_value": "one sample per problem: exact McNemar p-value (two-sided binomial on a_only vs b_only)",
+}
+
+ROLE_COLUMNS: dict[str, str] = {
+    "arm": "a topology arm",
+    "role": "a role its nodes use",
+    "template": "`problem` (the problem unchanged), `pacore` (the synthesis template) or `sha:` + "
+                "8 hex digits of the template's SHA-256",
+    "system": "empty, or `sha:` + 8 hex digits of the system prompt's SHA-256",
+    "compaction": "`pacore`, `full` or `boxed`",
+    "sampling": "the sampling fields the role sets over the arm's (e.g. `temperature=0.3`)",
+}
+
+#: file name -> (what one row is, its columns)
+CSV_FILES: dict[str, tuple[str, dict[str, str]]] = {
+    "metrics.csv": ("one row per arm (self-consistency: per vote size)", METRICS_COLUMNS),
+    "rounds.csv": ("one row per metrics row and round", ROUND_COLUMNS),
+    "samples.csv": ("one row per stored (arm, problem, sample)", SAMPLE_COLUMNS),
+    "pairs.csv": ("one row per pair of metrics rows sharing graded problems", PAIR_COLUMNS),
+    "roles.csv": ("one row per topology arm and role used", ROLE_COLUMNS),
+}

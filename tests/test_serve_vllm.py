@@ -1,0 +1,68 @@
+"""``pacore serve`` on the embedded vLLM CPU engine (slow: the engine starts once, ~30 s):
+the official client, sync, async and streamed (vLLM streams the sink's text as it decodes),
+the same answer streamed or not, and SIGTERM leaves no process behind."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import anyio
+import httpx
+import psutil
+import pytest
+
+from tests.test_serve import Server
+
+pytestmark = pytest.mark.vllm
+
+PROBLEM = [{"role": "system", "content": "You are a careful mathematician."},
+           {"role": "user", "content": "What is 12 + 30? Answer with a number."}]
+
+
+def test_serve_on_the_embedded_engine() -> None:
+    server = Server(None, "--max-tokens", "24", "--max-model-len", "2048", start_timeout=600)
+    try:
+        _exercise(server)
+    finally:
+        children = psutil.Process(server.proc.pid).children(recursive=True)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(90) == 0
+        assert server.stop() == 0
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"processes left after SIGTERM: {alive}"
+
+
+def _exercise(server: Server) -> None:
+    client = server.client(timeout=300)
+    kw = {"model": "pacore-low", "messages": PROBLEM, "seed": 3, "temperature": 0.8}
+    whole = client.chat.completions.create(**kw)  # type: ignore[call-overload]
+    content = whole.choices[0].message.content
+    assert content and whole.usage.completion_tokens > 0
+    trace = httpx.get(f"{server.url}/pacore/traces/{whole.id}").json()
+    assert trace["engine"]["name"] == "vllm" and len(trace["nodes"]) == 5
+
+    chunks = list(client.chat.completions.create(stream=True, **kw))  # type: ignore[call-overload]
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(texts) == content  # the same answer, streamed
+    assert len(texts) > 1  # ... token by token, not in one piece at the end
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+    async def concurrent() -> list[str | None]:
+        async with server.aclient() as aclient:
+            out: list[str | None] = [None] * 4
+
+            async def one(i: int) -> None:
+                r = await aclient.chat.completions.create(model="pacore-low", messages=PROBLEM, seed=i,  # type: ignore[arg-type]
+                                                          max_tokens=16)
+                out[i] = r.choices[0].message.content
+
+            async with anyio.create_task_group() as tg:
+                for i in range(4):
+                    tg.start_soon(one, i)
+            return out
+
+    started = time.monotonic()
+    results = anyio.run(concurrent)
+    assert all(results), results
+    assert time.monotonic() - started < 240
