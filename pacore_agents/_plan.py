@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ._config import RunConfig
 from ._engine import Engine, SamplingParams
@@ -37,11 +38,11 @@ class NodePlan:
     missing_inputs: tuple[str, ...] = ()
     truncations: tuple[Truncation, ...] = ()
 
-    def record(self) -> NodeRecord:
-        """A fresh record of this plan (no outcome yet)."""
+    def record(self, **outcome: Any) -> NodeRecord:
+        """A fresh record of this plan with ``outcome``'s fields (already of their types)."""
         return new_record(self.node, self.role.name, inputs=list(self.inputs),
                           missing_inputs=list(self.missing_inputs), prompt=list(self.prompt),
-                          truncations=list(self.truncations))
+                          truncations=list(self.truncations), **outcome)
 
 
 class Planner:

@@ -67,6 +67,9 @@ def full_compact(content: str) -> str:
 COMPACTORS: dict[str, Callable[[str], str]] = {"pacore": pacore_compact, "full": full_compact, "boxed": boxed_compact}
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+#: the same settings without the sandbox, only for the template the package ships (trusted, and
+#: rendered once per node: the sandbox's attribute checks are a third of its cost)
+_TRUSTED_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 @cache
@@ -77,8 +80,16 @@ def pacore_synthesis_template() -> str:
     return text
 
 
+@cache
+def _compile_shipped(source: str) -> jinja2.Template:
+    return _TRUSTED_ENV.from_string(source)
+
+
 def compile_template(source: str, *, what: str = "template") -> jinja2.Template:
-    """Compile a sandboxed template; a syntax error becomes a ``ConfigError`` naming it."""
+    """Compile a template in the sandbox (the package's own synthesis template, byte for byte,
+    outside it); a syntax error becomes a ``ConfigError`` naming it."""
+    if source == pacore_synthesis_template():
+        return _compile_shipped(source)
     try:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as exc:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -267,28 +267,23 @@ class RunDriver:
         """Write the node's record once; release the nodes waiting for it."""
         t0 = time.perf_counter()
         node = plan.node
-        record = plan.record()
+        fields: dict[str, Any] = {}  # one construction: this runs once per node
         if req is not None:
-            record.request, record.request_n = req.index, len(req.plans)
-            record.seed = None if req.seed is None else req.seed + sample
+            fields.update(request=req.index, request_n=len(req.plans),
+                          seed=None if req.seed is None else req.seed + sample)
         if times is not None:
-            record.started_at, record.ended_at = times
+            fields.update(started_at=times[0], ended_at=times[1])
         if completion is not None:
-            record.status = "ok"
-            record.content = completion.content
-            record.reasoning = completion.reasoning
-            record.message = plan.role.compact(completion)
-            record.finish_reason = completion.finish_reason
-            record.usage = completion.usage
-            record.attempts = completion.attempts
-            record.notes.update(completion.notes)
+            notes = dict(completion.notes)
             if precomputed:
-                record.notes["precomputed"] = True
+                notes["precomputed"] = True
+            fields.update(status="ok", content=completion.content, reasoning=completion.reasoning,
+                          message=plan.role.compact(completion), finish_reason=completion.finish_reason,
+                          usage=completion.usage, attempts=completion.attempts, notes=notes)
         else:
             assert error is not None
-            record.status = "failed"
-            record.error = error.describe()
-            record.attempts = error.attempts
+            fields.update(status="failed", error=error.describe(), attempts=error.attempts)
+        record = plan.record(**fields)
         self.records[node] = record
         self.sent.pop(node, None)
         if self.observer is not None:
