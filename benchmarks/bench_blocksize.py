@@ -6,14 +6,16 @@ less prefill, if they do not slow decode. For each block size (vLLM CPU takes mu
 this starts one ``VLLMEngine`` per repeat, alternating the sizes (the order rotates each repeat:
 the machine is shared and noisy), and measures on the same seeds:
 
-  decode      ``--decode`` parallel short prompts, ``--max-tokens`` each: completion tok/s;
+  decode      ``--decode`` parallel short prompts, ``--decode-tokens`` each: completion tok/s;
   pacore-like ``--problems`` problems at once, each ``--siblings`` n=1 requests (seeds s+i, as
               the executor splits an n-merge) of a ~``--prompt-tokens`` prompt, then one
               synthesis request over the problem and the siblings' answers: wall, decode
               tok/s, and prefill computed / cached (the engine's own stats) vs the unique
               prompt tokens of the workload (the token trie of all its prompts);
   pacore-low  ``run(..., "pacore-low")`` (4 trajectories + sink) on ``--low-problems``
-              problems at once: prefill computed vs unique (skipped if ``run`` fails).
+              problems at once, in the first ``--low-repeats`` repeats: prefill computed vs
+              unique (skipped if ``run`` fails), and the floor a prefix cache of full blocks
+              allows at blocks 16/32/64/128 on the same prompts (``low_floor_B``).
 
 Medians over ``--repeats`` and ratios to block 128 (vLLM's CPU default) are printed. Rates
 are given per wall second and per CPU second of the engine's processes (the latter is what to
@@ -88,6 +90,21 @@ def unique_tokens(prompts: Sequence[Sequence[int]]) -> int:
     return count
 
 
+def prefix_cache_floor(prompts: Sequence[Sequence[int]], block: int) -> int:
+    """Prompt tokens vLLM's prefix cache computes for ``prompts`` sent one after another with
+    ``block``-token KV blocks: full blocks only are shared, and the last prompt token is always
+    computed. (The in-flight order can only add to it.)"""
+    cache: set[tuple[int, ...]] = set()
+    computed = 0
+    for ids in prompts:
+        hit = 0
+        while hit + block <= len(ids) - 1 and tuple(ids[: hit + block]) in cache:
+            hit += block
+        computed += len(ids) - hit
+        cache.update(tuple(ids[:end]) for end in range(block, len(ids) + 1, block))
+    return computed
+
+
 def context(engine: VLLMEngine, p: int, tokens: int) -> str:
     """A problem statement preceded by ~``tokens`` tokens of problem-specific notes."""
     lines: list[str] = []
@@ -110,7 +127,7 @@ async def decode_phase(engine: VLLMEngine, args: argparse.Namespace) -> dict[str
 
     async def one(i: int) -> None:
         (done,) = await engine.generate(ask(f"Story {i}: write a story about a robot who paints.",
-                                            1000 + i, args.max_tokens))
+                                            1000 + i, args.decode_tokens))
         tokens.append(done.usage.completion_tokens)
 
     started, cpu = time.perf_counter(), engine_cpu_seconds()
@@ -181,13 +198,16 @@ async def pacore_low_phase(engine: VLLMEngine, args: argparse.Namespace) -> dict
         print(f"pacore-low failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return {}
     computed, cached = await stats_delta(engine, before)
-    prompts = [engine._render(node.prompt) for trace in traces for node in trace.nodes]
+    nodes = sorted(((i, node) for i, trace in enumerate(traces) for node in trace.nodes),
+                   key=lambda item: (item[1].round, item[0], item[1].agent))
+    prompts = [engine._render(node.prompt) for _, node in nodes]
     unique = unique_tokens(prompts)
+    floors = {f"low_floor_{b}": prefix_cache_floor(prompts, b) / unique for b in (16, 32, 64, 128)}
     return {"low_computed": computed, "low_cached": cached, "low_unique": unique,
-            "low_ratio": computed / unique}
+            "low_ratio": computed / unique, **floors}
 
 
-async def one_engine(block: int, args: argparse.Namespace, model: str) -> dict[str, float]:
+async def one_engine(block: int, args: argparse.Namespace, model: str, low: bool) -> dict[str, float]:
     engine = VLLMEngine(model, max_model_len=args.max_model_len, kv_cache_space_gb=args.kv_gb,
                         block_size=block)
     async with engine:
@@ -196,7 +216,7 @@ async def one_engine(block: int, args: argparse.Namespace, model: str) -> dict[s
         row: dict[str, float] = {}
         row |= await decode_phase(engine, args)
         row |= await pacore_like_phase(engine, args)
-        if args.low_problems:
+        if low and args.low_problems:
             row |= await pacore_low_phase(engine, args)
         assert engine.info.details["block_size"] == block, engine.info.details
     return row
@@ -209,7 +229,7 @@ async def main(args: argparse.Namespace) -> None:
     for r in range(args.repeats):
         order = sizes[r % len(sizes):] + sizes[: r % len(sizes)]  # rotate: no size always first
         for block in order:
-            row = await one_engine(block, args, model)
+            row = await one_engine(block, args, model, r < args.low_repeats)
             runs[block].append(row)
             print(f"repeat {r} block {block}: " + ", ".join(f"{k}={v:.3g}" for k, v in row.items()),
                   flush=True)
@@ -241,10 +261,13 @@ def cli() -> None:
     parser.add_argument("--sizes", default="32,64,128", help="KV block sizes (vLLM CPU: multiples of 32)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--decode", type=int, default=16, help="parallel requests of the decode phase")
+    parser.add_argument("--decode-tokens", type=int, default=64, help="max_tokens of the decode phase")
     parser.add_argument("--problems", type=int, default=4)
     parser.add_argument("--siblings", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=500)
     parser.add_argument("--low-problems", type=int, default=4, help="0 skips the pacore-low phase")
+    parser.add_argument("--low-repeats", type=int, default=1,
+                        help="repeats that run the pacore-low phase (its prefill figures are seeded)")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--kv-gb", type=float, default=1.0)

@@ -33,9 +33,18 @@ import openai
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
-from pacore_agents import FunctionEngine, GenerationRequest, RunConfig, SamplingParams, run  # noqa: E402
+from pacore_agents import (  # noqa: E402
+    FunctionEngine,
+    GenerationRequest,
+    RunConfig,
+    SamplingParams,
+    load_topology,
+    run,
+)
 from pacore_agents._messages import ChatMessage  # noqa: E402
+from pacore_agents.serve import ServeSettings, create_app  # noqa: E402
 from tests.fixtures.handlers import answer  # noqa: E402
 
 PROBLEM = "What is the sum of the integers from 1 to 100?"
@@ -92,9 +101,10 @@ async def overhead(args: argparse.Namespace) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     engine = FunctionEngine(answer)
     config = RunConfig(seed=1)
+    topology = load_topology("pacore-low")  # loaded once, as the server does
 
     async def direct(i: int) -> int:
-        result = await run([{"role": "user", "content": f"{PROBLEM} ({i})"}], "pacore-low", engine, config=config)
+        result = await run([{"role": "user", "content": f"{PROBLEM} ({i})"}], topology, engine, config=config)
         return result.trace.effective_ttc
 
     server = ServeProcess("--engine", "function:tests.fixtures.handlers:answer", "--keep-traces", "64")
@@ -114,9 +124,21 @@ async def overhead(args: argparse.Namespace) -> list[tuple[str, str]]:
             s_par, _ = await concurrently(args.requests, args.concurrency, served)
     finally:
         server.stop()
+    app = create_app(FunctionEngine(answer), ServeSettings(keep_traces=64))
+    await app.state.pacore.start_engine()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://asgi") as asgi:
+        async def in_process(i: int) -> int:
+            r = await asgi.post("/v1/chat/completions", json={
+                "model": "pacore-low", "seed": 1, "messages": [{"role": "user", "content": f"{PROBLEM} ({i})"}]})
+            return int(r.json()["usage"]["completion_tokens"])
+
+        await concurrently(20, 1, in_process)
+        a_seq, _ = await concurrently(seq, 1, in_process)
     rows.append((f"sequential, {seq} requests: direct run()", f"{1000 * d_seq / seq:.2f} ms per run"))
     rows.append((f"sequential, {seq} requests: through pacore serve", f"{1000 * s_seq / seq:.2f} ms per request"))
     rows.append(("server overhead per request (latency)", f"{1000 * (s_seq - d_seq) / seq:.2f} ms"))
+    rows.append((f"sequential, {seq} requests: the app in-process (ASGI, no network, no openai client)",
+                 f"{1000 * a_seq / seq:.2f} ms per request ({1000 * (a_seq - d_seq) / seq:+.2f} ms vs direct)"))
     rows.append((f"{args.concurrency} concurrent, {args.requests} requests: direct run()",
                  f"{args.requests / d_par:.0f} runs/s"))
     rows.append((f"{args.concurrency} concurrent, {args.requests} requests: through pacore serve",
@@ -159,9 +181,10 @@ async def engine_part(args: argparse.Namespace) -> list[tuple[str, str]]:
                      f"{tokens} tokens in {wall:.1f} s = {ceiling:.0f} tok/s"))
 
         config = RunConfig(sampling=sampling, seed=1)
+        topology = load_topology("pacore-low")
 
         async def study_like(i: int) -> int:
-            result = await run(problems[i], "pacore-low", engine, config=config)
+            result = await run(problems[i], topology, engine, config=config)
             return result.trace.effective_ttc
 
         wall, ttc = await concurrently(len(problems), len(problems), study_like)

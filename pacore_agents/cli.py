@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -111,6 +110,8 @@ def run_command(
     no_merge: Annotated[bool, typer.Option("--no-merge", help="send identical prompts as separate requests")] = False,
     trace: Annotated[Path | None, typer.Option(help="write the full trace as JSON")] = None,
     log_json: Annotated[Path | None, typer.Option(help="write structured logs as JSON lines")] = None,
+    log_transport: Annotated[bool, typer.Option("--log-transport", help="also log other libraries' "
+                                                "debug lines (HTTP transport), redacted")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
     engine: EngineFlag = None,
@@ -132,8 +133,7 @@ def run_command(
                         max_model_len=max_model_len, dtype=dtype, kv_cache_gb=kv_cache_gb,
                         tensor_parallel_size=tensor_parallel_size, eager=eager, max_sequences=max_sequences,
                         request_timeout=request_timeout, retries=retries, seed_requests=seed_requests)
-    configure_logging(verbose=verbose, json_path=log_json)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+    configure_logging(verbose=verbose, json_path=log_json, transport=log_transport)
     try:
         prob = read_problem(problem)
         overrides = parse_params(param or [])

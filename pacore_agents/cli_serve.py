@@ -1,6 +1,8 @@
 """``pacore serve``: the command that serves topologies as OpenAI-compatible chat models.
 
-Bad flags (a bad topology, engine or port) exit with code 2 and one line on stderr.
+The engine flags are ``pacore run``'s (``_cli_engine``), except that ``--api-key`` is the key
+clients must send to this server; the engine servers' key is ``--engine-api-key``. Bad flags
+(a bad topology, engine or port) exit with code 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -8,35 +10,56 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import typer
 from pydantic import SecretStr, ValidationError
 
+from ._cli_engine import (
+    BaseUrlFlag,
+    DtypeFlag,
+    EagerFlag,
+    EngineFlag,
+    EngineFlags,
+    KvCacheFlag,
+    MaxModelLenFlag,
+    MaxSequencesFlag,
+    ModelFlag,
+    RequestTimeoutFlag,
+    RetriesFlag,
+    SeedRequestsFlag,
+    TensorParallelFlag,
+)
 from ._errors import ConfigError
 from ._logging import configure_logging, register_secret
 
+_SERVER = "Server"
+
 
 def serve_command(
-    topology: Annotated[list[str] | None, typer.Option("--topology", "-t", help="serve this topology too (built-in name or spec path; repeatable); its model id is its name")] = None,
-    engine: Annotated[str, typer.Option(help="vllm | openai | function:MODULE:CALLABLE")] = "vllm",
-    model: Annotated[str | None, typer.Option(help="model name or local path (default: embedded SmolLM2-135M)")] = None,
-    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible base URL of the engine (repeatable)")] = None,
-    engine_api_key: Annotated[str | None, typer.Option("--engine-api-key", envvar="OPENAI_API_KEY", show_envvar=False, help="the engine servers' API key (default: $OPENAI_API_KEY)")] = None,
-    max_model_len: Annotated[int | None, typer.Option(help="vLLM context length")] = None,
-    dtype: Annotated[str, typer.Option(help="vLLM dtype")] = "auto",
-    kv_cache_gb: Annotated[float | None, typer.Option(help="vLLM CPU KV cache space, GiB")] = None,
-    tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallel size")] = 1,
-    eager: Annotated[bool | None, typer.Option("--eager/--no-eager", help="vLLM enforce_eager")] = None,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on (0: a free port, printed)")] = 8000,
-    api_key: Annotated[str | None, typer.Option(envvar="PACORE_API_KEY", show_envvar=False, help="require this key from clients (default: $PACORE_API_KEY; none = open)")] = None,
-    trace_dir: Annotated[Path | None, typer.Option(help="write each completion's traces as DIR/<id>.json")] = None,
-    keep_traces: Annotated[int, typer.Option(help="completions whose traces GET /v1/pacore/traces/<id> keeps in memory")] = 256,
-    max_tokens: Annotated[int | None, typer.Option(help="per-trajectory max tokens when a request sets none")] = None,
-    request_timeout: Annotated[float | None, typer.Option(help="cancel a request's runs after this many seconds (504)")] = None,
-    drain_timeout: Annotated[float, typer.Option(help="on SIGTERM, seconds runs in flight may take to finish")] = 30.0,
+    topology: Annotated[list[str] | None, typer.Option("--topology", "-t", help="serve this topology too: a built-in name or a spec path (repeatable); its model id is its name", rich_help_panel=_SERVER)] = None,
+    host: Annotated[str, typer.Option(help="address to listen on", rich_help_panel=_SERVER)] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on (0: a free port, printed)", rich_help_panel=_SERVER)] = 8000,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="PACORE_API_KEY", show_envvar=False, help="require this key from clients (default: $PACORE_API_KEY; none: open)", rich_help_panel=_SERVER)] = None,
+    trace_dir: Annotated[Path | None, typer.Option(help="write each completion's traces as DIR/<id>.json", rich_help_panel=_SERVER)] = None,
+    keep_traces: Annotated[int, typer.Option(min=0, help="completions whose traces GET /v1/pacore/traces/<id> keeps in memory", rich_help_panel=_SERVER)] = 256,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="per-trajectory max tokens when a request sets none", rich_help_panel=_SERVER)] = None,
+    timeout: Annotated[float | None, typer.Option(help="cancel a chat completion's runs after this many seconds (504)", rich_help_panel=_SERVER)] = None,
+    drain_timeout: Annotated[float, typer.Option(min=0, help="on SIGTERM, seconds the runs in flight may take to finish", rich_help_panel=_SERVER)] = 30.0,
+    engine: EngineFlag = None,
+    model: ModelFlag = None,
+    base_url: BaseUrlFlag = None,
+    engine_api_key: Annotated[str | None, typer.Option("--engine-api-key", help="API key of the --engine openai servers (default: $OPENAI_API_KEY)", rich_help_panel="Engine")] = None,
+    max_model_len: MaxModelLenFlag = None,
+    dtype: DtypeFlag = None,
+    kv_cache_gb: KvCacheFlag = None,
+    tensor_parallel_size: TensorParallelFlag = None,
+    eager: EagerFlag = None,
+    max_sequences: MaxSequencesFlag = None,
+    request_timeout: RequestTimeoutFlag = None,
+    retries: RetriesFlag = None,
+    seed_requests: SeedRequestsFlag = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve PaCoRe topologies as OpenAI-compatible chat models (one engine for all requests)."""
@@ -50,47 +73,32 @@ def serve_command(
         from .serve import ServeSettings, TopologyCatalog, bind, serve
     except ImportError as exc:
         fail(f"pacore serve needs FastAPI, uvicorn and prometheus-client: pip install 'pacore-agents[serve]' ({exc})")
+    flags = EngineFlags(engine=engine, model=model, base_url=base_url, api_key=engine_api_key,
+                        max_model_len=max_model_len, dtype=dtype, kv_cache_gb=kv_cache_gb,
+                        tensor_parallel_size=tensor_parallel_size, eager=eager, max_sequences=max_sequences,
+                        request_timeout=request_timeout, retries=retries, seed_requests=seed_requests)
     try:
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"bad --port {port}: give 0..65535")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"bad --timeout {timeout}: give seconds > 0")
+        retry = flags.retry()
         settings = ServeSettings(
             topologies=topology or [], api_key=SecretStr(api_key) if api_key else None, trace_dir=trace_dir,
-            keep_traces=keep_traces, request_timeout=request_timeout, default_max_tokens=max_tokens,
-            drain_timeout=drain_timeout)
+            keep_traces=keep_traces, request_timeout=timeout, default_max_tokens=max_tokens,
+            drain_timeout=drain_timeout, retry=retry)
         TopologyCatalog(settings.topologies)  # bad topologies fail before anything starts
-        options = engine_mapping(engine, model, base_url or [], engine_api_key, max_model_len, dtype,
-                                 kv_cache_gb, tensor_parallel_size, eager)
-        eng = create_engine(options)
-        if not 0 <= port <= 65535:
-            fail(f"bad --port {port}: give 0..65535")
+        options = flags.options()
+        eng = create_engine(options, retry=retry)
         sock = bind(host, port)
     except ValidationError as exc:
         first = exc.errors()[0]
-        fail(f"bad option {'.'.join(map(str, first['loc']))}: {first['msg']}")
+        fail(f"bad option --{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}")
     except ConfigError as exc:
         fail(str(exc))
 
     def ready(url: str) -> None:
-        print(f"pacore serve: listening on {url}/v1 (engine {options['kind']}: starting)", file=sys.stderr, flush=True)
+        print(f"pacore serve: listening on {url}/v1 (engine {options.kind}: starting)", file=sys.stderr, flush=True)
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
     anyio.run(serve, eng, settings, sock, ready)
-
-
-def engine_mapping(engine: str, model: str | None, base_url: list[str], api_key: str | None,
-                   max_model_len: int | None, dtype: str, kv_cache_gb: float | None,
-                   tensor_parallel_size: int, eager: bool | None) -> dict[str, Any]:
-    """The engine flags as an options mapping for ``create_engine`` (which validates it)."""
-    kind, _, rest = engine.partition(":")
-    if kind == "function":
-        return {"kind": "function", "function": rest}
-    if kind == "openai":
-        if not base_url:
-            raise ConfigError("the openai engine needs --base-url (e.g. http://127.0.0.1:8001/v1)")
-        out: dict[str, Any] = {"kind": "openai", "model": model, "base_urls": base_url}
-        if api_key:
-            out["api_key"] = api_key
-        return out
-    if kind != "vllm" or rest:
-        raise ConfigError(f"unknown engine {engine!r}: use vllm, openai or function:MODULE:CALLABLE")
-    return {"kind": "vllm", "model": model, "max_model_len": max_model_len, "dtype": dtype,
-            "kv_cache_space_gb": kv_cache_gb, "tensor_parallel_size": tensor_parallel_size,
-            "enforce_eager": eager}

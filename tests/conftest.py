@@ -37,7 +37,14 @@ def _leftover_processes(grace: float) -> list[psutil.Process]:
     multiprocessing's resource tracker is left out: it exits when its parent does."""
     children = [p for p in psutil.Process().children(recursive=True) if not _is_resource_tracker(p)]
     _, alive = psutil.wait_procs(children, timeout=grace)
-    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return [p for p in alive if _running(p)]
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _is_resource_tracker(proc: psutil.Process) -> bool:

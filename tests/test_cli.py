@@ -155,3 +155,15 @@ def test_mode_flag_reaches_the_trace(tmp_path: Path, mode: str) -> None:
     assert json.loads(trace_path.read_text())["mode"] == mode
     bad = pacore("run", "Q?", "--engine", ENGINE, "--mode", "async")
     assert bad.returncode == 2 and "bad --mode 'async'" in bad.stderr
+
+
+def test_log_transport_flag_adds_other_libraries_lines(tmp_path: Path) -> None:
+    quiet, loud = tmp_path / "quiet.jsonl", tmp_path / "loud.jsonl"
+    for path, extra in ((quiet, []), (loud, ["--log-transport"])):
+        proc = pacore("run", "Q?", "--engine", ENGINE, "-q", "--log-json", str(path), *extra)
+        assert proc.returncode == 0, proc.stderr
+    def foreign(path: Path) -> int:
+        return sum(1 for line in path.read_text().splitlines()
+                   if not json.loads(line).get("logger", "").startswith("pacore_agents"))
+    assert foreign(quiet) == 0
+    assert foreign(loud) > 0  # e.g. asyncio's "Using selector" debug line

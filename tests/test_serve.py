@@ -204,6 +204,7 @@ def test_32_concurrent_async_clients_share_the_engine() -> None:
         assert elapsed < 8, f"32 runs of 2 x 0.4 s took {elapsed:.1f}s: they did not run concurrently"
         metrics = httpx.get(f"{server.root}/metrics").text
         assert 'pacore_runs_total{outcome="ok"} 32.0' in metrics
+        assert "pacore_client_disconnects_total 0.0" in metrics
     finally:
         assert server.stop() == 0
 
@@ -285,7 +286,7 @@ def test_engine_failure_is_a_500_and_the_server_stays_healthy() -> None:
 
 
 def test_request_timeout_is_a_504_that_cancels_the_run() -> None:
-    server = Server("forever", "--request-timeout", "0.5")
+    server = Server("forever", "--timeout", "0.5")
     try:
         response = httpx.post(f"{server.url}/chat/completions", json={"model": "pacore-low", "messages": PROBLEM},
                               timeout=10)
@@ -350,7 +351,9 @@ def test_sigterm_aborts_runs_that_outlive_the_drain_timeout() -> None:
 def test_bad_flags_exit_2_with_one_line() -> None:
     for flags, needle in [(["--topology", "no-such-topology"], "unknown topology"),
                           (["--engine", "nope"], "unknown engine"),
-                          (["--port", "99999"], "--port")]:
+                          (["--port", "99999"], "--port"),
+                          (["--timeout", "0"], "--timeout"),
+                          (["--engine", "function:tests.fixtures.handlers:answer", "--model", "x"], "--model")]:
         proc = subprocess.run([sys.executable, "-m", "pacore_agents", "serve", *flags], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr

@@ -6,8 +6,10 @@ import signal
 import time
 
 import anyio
+import psutil
 import pytest
 
+from pacore_agents import PacoreError
 from pacore_agents.studies import Grader, extract_answer, gold_latex, normalize_answer
 
 
@@ -102,3 +104,34 @@ def test_cache_returns_same_verdict(text: str) -> None:
             return a.status, b.status
 
     assert anyio.run(main) == ("correct", "correct")
+
+
+def _grading_workers() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+
+
+def test_cancelled_grader_still_stops_its_workers() -> None:
+    """Cancelled mid-check (Ctrl-C, a timeout): ``aclose`` still runs, kills the busy worker,
+    and a check abandoned in its thread cannot start a new pool afterwards."""
+    grader = Grader(workers=1, timeout=30, grace=30, check=deaf_check)
+    seen: list[psutil.Process] = []
+
+    async def main() -> None:
+        with anyio.CancelScope() as outer:  # the caller's scope: aclose runs cancelled
+            async with grader, anyio.create_task_group() as tg:
+                tg.start_soon(grader.grade, "42", "\\boxed{42}")
+                with anyio.fail_after(20):
+                    while not seen:  # the worker is up and busy with the check
+                        await anyio.sleep(0.1)
+                        seen.extend(_grading_workers())
+                await anyio.sleep(1)
+                outer.cancel()
+
+    start = time.monotonic()
+    anyio.run(main)
+    assert time.monotonic() - start < 15
+    _, alive = psutil.wait_procs(seen, timeout=5)
+    assert alive == []
+    with pytest.raises(PacoreError, match="closed"):
+        anyio.run(grader.grade, "1", "\\boxed{1}")
+    assert _grading_workers() == []

@@ -10,6 +10,8 @@ Contract:
   ``status``; connection errors, timeouts, 429 and 5xx are ``retryable``. Wrap the engine in
   ``RetryingEngine`` for bounded retries. Each attempt is bounded by ``timeout`` seconds.
 - The API key is never logged nor put in ``info``.
+- ``generate_stream`` (n == 1) sends ``stream=True`` with ``stream_options.include_usage``
+  and calls ``on_text`` with each content delta.
 - Seeds: requests carry ``sampling.seed`` only with ``seed_requests=True``. A vLLM CPU server
   started with its defaults (chunked prefill on) dies on a seeded request whose prefill is split
   over steps; start it with ``--no-enable-chunked-prefill`` to seed safely. Dropped seeds are

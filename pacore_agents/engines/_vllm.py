@@ -16,6 +16,8 @@ Contracts:
 - ``Completion.content`` is the RAW generated text (PaCoRe orders references by raw length and
   compacts the text after the last ``</think>`` itself); ``Completion.reasoning`` additionally
   holds the text before the last ``</think>`` (without the tags) when there is one.
+- ``generate_stream`` (n == 1) runs the same request with ``RequestOutputKind.DELTA`` and
+  calls ``on_text`` with each piece of text as it is decoded; same result as ``generate``.
 - Cancelling the calling task aborts the vLLM request. vLLM errors become ``EngineError``;
   a dead engine or an invalid request is not retryable.
 - Scheduling: the engine runs vLLM's ``priority`` policy and passes

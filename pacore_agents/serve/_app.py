@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pacore_agents._engine import Engine
 from pacore_agents._logging import get_logger
+from pacore_agents._wrappers import RetryPolicy
 
 from ._auth import KeyChecker
 from ._errors import APIError, install_error_handlers, validation_error
@@ -47,6 +48,7 @@ class ServeSettings(BaseModel):
     request_timeout: float | None = Field(default=None, gt=0, description="seconds per request")
     default_max_tokens: int | None = Field(default=None, gt=0, description="per trajectory, if a request sets none")
     drain_timeout: float = Field(default=30.0, ge=0)
+    retry: RetryPolicy | None = Field(default_factory=RetryPolicy, description="each run's engine retries")
 
 
 def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
@@ -119,7 +121,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
             req = ChatCompletionRequest.model_validate(data)
         except ValidationError as exc:
             raise validation_error(exc) from exc
-        plan = plan_request(req, catalog, settings.default_max_tokens)
+        plan = plan_request(req, catalog, settings.default_max_tokens, settings.retry)
         state.admit()
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         log.info("chat completion", id=completion_id, model=req.model, n=req.n, stream=req.stream,

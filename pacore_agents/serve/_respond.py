@@ -131,9 +131,11 @@ class RunResponse(Response):
             traces = await self._execute(lambda _: None)
         except APIError as exc:
             self.status = exc.status
+            self._answered = True  # from here on, a disconnect is the end of a complete answer
             await _send_json(send, exc.status, exc.body(), exc.headers)
             return
         body = completion_of(self.completion_id, self.created, self.plan.model, traces)
+        self._answered = True
         await _send_json(send, 200, body.model_dump(mode="json"))
 
     # ---- streamed -------------------------------------------------------------------------
@@ -175,6 +177,7 @@ class RunResponse(Response):
                     await write(writer.delta(delta))
                 await write(writer.finish(i, finish_reason_of(trace)))
             await write(writer.usage(usage_of(result, self.completion_id).model_dump(mode="json")))
+        self._answered = True
         await send({"type": "http.response.body", "body": writer.sse("[DONE]"), "more_body": False})
 
 

@@ -27,6 +27,7 @@ from pacore_agents._roles import THINK_END
 from pacore_agents._specs import builtin_topologies, load_topology, parse_spec
 from pacore_agents._topology import Topology
 from pacore_agents._trace import RunTrace
+from pacore_agents._wrappers import RetryPolicy
 
 from ._errors import APIError
 from ._models import (
@@ -122,7 +123,7 @@ class RunPlan:
 
 
 def plan_request(request: ChatCompletionRequest, catalog: TopologyCatalog,
-                 default_max_tokens: int | None = None) -> RunPlan:
+                 default_max_tokens: int | None = None, retry: RetryPolicy | None = None) -> RunPlan:
     """Validate the request against the catalog and build its runs (raises ``APIError``)."""
     topology = catalog.resolve(request.model, request)
     messages = tuple(ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text)
@@ -144,7 +145,7 @@ def plan_request(request: ChatCompletionRequest, catalog: TopologyCatalog,
         problem = Problem.coerce(messages, id=problem_id)
     except ConfigError as exc:
         raise APIError(400, f"messages: {exc}", param="messages", code="invalid_value") from exc
-    base: dict[str, Any] = {"sampling": sampling}
+    base: dict[str, Any] = {"sampling": sampling, "retry": retry}
     if knobs.order is not None:
         base["order"] = knobs.order
     if knobs.on_failure is not None:

@@ -6,8 +6,9 @@
 - ``scaling.png`` (studies with sweeps): the paper's scaling plot, accuracy (95% interval
   bars) against mean effective TTC (log x): a solid line per sweep along its graph axes
   (topology, widths, topology params; a separate line per value of its other axes, e.g. a
-  temperature), and dashed, hollow squares in the same colour for the self-consistency rows
-  matched to that line's arms (same budget, same axes).
+  temperature), and a dashed line of hollow squares per self-consistency arm through its rows
+  matched to swept arms (one point per vote size N: the same budgets, on the same axes);
+  dotted horizontal lines mark the single baselines.
 - ``rounds.png``: per-round message accuracy and consensus, one line per arm row.
 - ``topology_<arm>.png``: each topology arm's unrolled graph, laid out by round (x = round,
   y = agent, centred), nodes coloured by role.
@@ -92,15 +93,19 @@ def plot_scaling(metrics: Sequence[ArmMetrics], sweeps: Mapping[str, tuple[str, 
                     fillstyle="none" if dashed else "full", markersize=7, label=label)
 
     for i, ((sweep, key), arms) in enumerate(sorted(lines.items())):
-        color = f"C{i % 10}"
-        name = sweep + (f" ({key})" if key else "")
-        draw([by_arm[a] for a in arms if a in by_arm], color, name, dashed=False)
-        draw([m for m in metrics if m.kind == "self-consistency" and m.matched_arm in arms], color,
-             f"self-consistency at {name}'s budgets", dashed=True)
+        draw([by_arm[a] for a in arms if a in by_arm], f"C{i % 10}", sweep + (f" ({key})" if key else ""),
+             dashed=False)
+    votes: dict[tuple[str, int | None], ArmMetrics] = {}  # one point per SC arm and vote size
+    for m in metrics:
+        if m.kind == "self-consistency" and m.matched_arm in sweeps:
+            votes.setdefault((m.arm, m.vote_size), m)
+    for j, sc in enumerate(sorted({arm for arm, _ in votes})):
+        draw([m for (arm, _), m in votes.items() if arm == sc], "black" if j == 0 else f"C{(len(lines) + j) % 10}",
+             f"{sc}: self-consistency at the matched budgets", dashed=True)
     for m in metrics:
         if m.kind == "single" and m.accuracy is not None:
             ax.axhline(m.accuracy, color="gray", linestyle=":", linewidth=1)
-            ax.annotate(m.label, (1.0, m.accuracy), xycoords=("axes fraction", "data"), ha="right",
+            ax.annotate(m.label, (0.01, m.accuracy), xycoords=("axes fraction", "data"), ha="left",
                         va="bottom", fontsize=7, color="gray")
     ax.set_xscale("log")
     ax.set_xlabel("mean effective TTC per sample (tokens, log scale)")

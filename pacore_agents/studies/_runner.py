@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -44,7 +43,7 @@ from pacore_agents._engine import Completion, Engine, EngineStats, GenerationReq
 from pacore_agents._errors import EngineError, RunFailedError, unwrap_exception_group
 from pacore_agents._executor import Executor, executor_for, priority_key
 from pacore_agents._ids import NodeId
-from pacore_agents._logging import get_logger
+from pacore_agents._logging import bind_context, get_logger
 from pacore_agents._messages import Problem
 from pacore_agents._references import derive_seed
 from pacore_agents._run import run
@@ -184,7 +183,7 @@ class StudyRunner:
 
     async def _unit(self, arm: ArmSpec, problem: Problem, sample: int, summary: StudyRunSummary) -> None:
         key = f"{arm.name}/{problem.id}/s{sample}"
-        with structlog.contextvars.bound_contextvars(problem=problem.id, arm=arm.name, sample=sample):
+        with bind_context(problem=problem.id, arm=arm.name, sample=sample):
             try:
                 if arm.baseline is None:
                     outcome, trace_json = await self._topology(arm, problem, sample)
