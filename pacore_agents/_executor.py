@@ -5,9 +5,13 @@ Contract:
   with ``n=K`` counts K; a request wider than the window takes the whole window). The window is
   the override given to ``executor_for``, else the engine's ``info.max_sequences``, else
   ``DEFAULT_WINDOW``.
-- **Priority.** Waiting work is admitted in ascending ``PriorityKey`` order: deeper rounds first,
-  then earlier-started runs, then node order (``priority_key``). The head of the queue is never
-  overtaken by narrower work behind it, so a wide request cannot starve.
+- **Priority** (``Priority.key``). While new work is being fed (``feeding``: a study starting
+  its units, a server accepting requests), deeper rounds go first, then earlier-started runs:
+  started problems finish soon and one problem's tail overlaps another's start (low latency,
+  few problems in flight). When no more work will come, the longest remaining path goes first
+  (critical-path order), so the last problems do not run their whole chain in a thin batch at
+  the end (the makespan). Ties: earlier-started runs, then node order. Switching re-orders what
+  waits. The head of the queue is never overtaken by narrower work behind it.
 - **Queued work costs no task.** ``submit`` stores a callback; when admitted it is started in the
   caller's own task group, already holding its slots. Cancelling a run cancels its work in
   flight and drops its queued work.
@@ -29,12 +33,13 @@ import itertools
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
-from anyio.lowlevel import checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from pydantic import BaseModel
 
 from ._engine import Completion, Engine, GenerationRequest, TextCallback
@@ -48,6 +53,28 @@ log = get_logger("pacore_agents.executor")
 DEFAULT_WINDOW = 256
 
 PriorityKey = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Priority:
+    """Where work stands: its round, the rounds after it (0 for the sink), its run's start
+    order, then node order (``rest``)."""
+
+    round: int
+    remaining: int
+    run: int
+    rest: tuple[int, ...] = ()
+
+    def key(self, feeding: bool) -> PriorityKey:
+        """Ascending = sooner. Feeding: deeper rounds first; else: longest remaining path first."""
+        return (-self.round if feeding else -self.remaining, self.run, *self.rest)
+
+    def engine_priority(self, feeding: bool) -> int:
+        """The key as one int for engines that take one (lower runs sooner)."""
+        return (-self.round if feeding else -self.remaining) * 10_000_000 + self.run % 10_000_000
+
+    def sub(self, index: int) -> Priority:
+        return Priority(self.round, self.remaining, self.run, (*self.rest, index))
 
 
 class Slots:
@@ -66,14 +93,6 @@ class Slots:
 Job = Callable[[Slots], Awaitable[None]]
 
 
-def priority_key(round_: int, run_seq: int, *rest: int) -> PriorityKey:
-    """Deeper rounds first, then earlier-started runs, then ``rest`` (node order)."""
-    return (-round_, run_seq, *rest)
-
-
-def engine_priority(key: PriorityKey) -> int:
-    """The key as one int for engines (lower runs sooner): round first, then run order."""
-    return key[0] * 10_000_000 + (key[1] % 10_000_000 if len(key) > 1 else 0)
 
 
 class ExecutorStats(BaseModel):
@@ -94,6 +113,7 @@ class ExecutorStats(BaseModel):
 class _Waiter:
     key: PriorityKey
     seq: int
+    priority: Priority = field(compare=False)
     n: int = field(compare=False)
     start: Callable[[int], object] = field(compare=False)
     scope: anyio.CancelScope | None = field(default=None, compare=False)
@@ -123,6 +143,7 @@ class Executor:
         self._rng = random.Random(0)
         self._room: list[anyio.Event] = []
         self.runs_active = 0
+        self._feeders = 0
         self._starting = 0
         self._queued_runs: dict[int, bool] = {}
         # statistics
@@ -152,6 +173,30 @@ class Executor:
     def split(self) -> bool:
         """Whether requests with n > 1 go to the engine as n requests of one sample."""
         return bool(getattr(self.engine, "split_samples", False))
+
+    @property
+    def feeding(self) -> bool:
+        """Whether more work is expected (see the module docstring: it decides the order)."""
+        return self._feeders > 0
+
+    @contextmanager
+    def feeder(self) -> Iterator[None]:
+        """Declare that more work will come while inside (a study feeding units, a server
+        accepting requests): deeper rounds go first until the last feeder leaves."""
+        self._set_feeders(self._feeders + 1)
+        try:
+            yield
+        finally:
+            self._set_feeders(self._feeders - 1)
+
+    def _set_feeders(self, count: int) -> None:
+        was = self.feeding
+        self._feeders = count
+        if was != self.feeding:  # re-order what waits under the new policy
+            for waiter in self._heap:
+                waiter.key = waiter.priority.key(self.feeding)
+            heapq.heapify(self._heap)
+            self._dispatch()
 
     def new_run(self) -> int:
         """A sequence number for work outside ``run`` (baselines): earlier numbers go first."""
@@ -213,10 +258,10 @@ class Executor:
             for event in events:
                 event.set()
 
-    def _enqueue(self, key: PriorityKey, n: int, start: Callable[[int], object],
+    def _enqueue(self, priority: Priority, n: int, start: Callable[[int], object],
                  scope: anyio.CancelScope | None = None) -> _Waiter:
         n = max(1, min(n, self._window))
-        waiter = _Waiter(key, next(self._counter), n, start, scope)
+        waiter = _Waiter(priority.key(self.feeding), next(self._counter), priority, n, start, scope)
         heapq.heappush(self._heap, waiter)
         self.queued += n
         self._dispatch()
@@ -234,12 +279,13 @@ class Executor:
             self._account(-n)
             self._dispatch()
 
-    def submit(self, tg: anyio.abc.TaskGroup, key: PriorityKey, n: int, job: Job) -> Ticket:
+    def submit(self, tg: anyio.abc.TaskGroup, priority: Priority, n: int, job: Job) -> Ticket:
         """Start ``job(slots)`` in ``tg`` once ``n`` sequences are admitted. The job passes
         ``slots`` to ``generate``; whatever it still holds when it ends is released. If ``tg`` is
         cancelled first, the job is dropped and holds nothing. The caller must ``withdraw`` its
         tickets before ``tg`` closes (a closed group cannot start the job)."""
-        return self._enqueue(key, n, lambda admitted: tg.start_soon(self._job, job, admitted), tg.cancel_scope)
+        return self._enqueue(priority, n, lambda admitted: tg.start_soon(self._job, job, admitted),
+                             tg.cancel_scope)
 
     def withdraw(self, tickets: list[Ticket]) -> None:
         """Drop queued work that has not started (e.g. its run ended or was cancelled)."""
@@ -254,7 +300,7 @@ class Executor:
         finally:
             self.release(slots.take())
 
-    async def acquire(self, key: PriorityKey, n: int) -> int:
+    async def acquire(self, priority: Priority, n: int) -> int:
         """Wait for admission of ``n`` sequences; return how many were admitted (see window)."""
         event = anyio.Event()
         got: list[int] = []
@@ -263,7 +309,7 @@ class Executor:
             got.append(admitted)
             event.set()
 
-        waiter = self._enqueue(key, n, start)
+        waiter = self._enqueue(priority, n, start)
         try:
             await event.wait()
         except BaseException:
@@ -277,7 +323,7 @@ class Executor:
     async def room(self) -> None:
         """Return when fewer than a window of sequences (and starting runs) wait for admission:
         the moment to feed new work. Always yields once, so started runs can queue theirs."""
-        await anyio.sleep(0)
+        await checkpoint()
         while self.queued + self._starting >= self._window:
             event = anyio.Event()
             self._room.append(event)
@@ -288,7 +334,7 @@ class Executor:
         self,
         request: GenerationRequest,
         *,
-        key: PriorityKey,
+        priority: Priority,
         retry: RetryPolicy | None,
         slots: Slots | None = None,
         on_text: TextCallback | None = None,
@@ -300,13 +346,13 @@ class Executor:
         if self.split and request.n > 1:
             if slots is not None:
                 self.release(slots.take())
-            return await self._generate_split(request, key=key, retry=retry)
+            return await self._generate_split(request, priority=priority, retry=retry)
         policy = retry or RetryPolicy(max_attempts=1)
         held = slots.take() if slots is not None else 0
         try:
             for attempt in range(1, policy.max_attempts + 1):
                 if not held:
-                    held = await self.acquire(key, request.n)
+                    held = await self.acquire(priority, request.n)
                 error: EngineError
                 try:
                     out = await self._send(request, policy.timeout, on_text)
@@ -334,7 +380,7 @@ class Executor:
             self.release(held)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _generate_split(self, request: GenerationRequest, *, key: PriorityKey,
+    async def _generate_split(self, request: GenerationRequest, *, priority: Priority,
                               retry: RetryPolicy | None) -> list[Completion]:
         """n requests of one sample (sample i seeded ``seed + i``), each admitted and released
         on its own; the first failure cancels the others and is raised."""
@@ -350,7 +396,7 @@ class Executor:
                 "metadata": request.metadata.model_copy(update={"nodes": nodes[i:i + 1]}),
             })
             try:
-                results[i] = (await self.generate(sub, key=(*key, i), retry=retry))[0]
+                results[i] = (await self.generate(sub, priority=priority.sub(i), retry=retry))[0]
             except EngineError as exc:
                 errors.append(exc)
                 tg.cancel_scope.cancel()

@@ -13,8 +13,8 @@
 - **Determinism.** Seeds derive from (run seed, problem id, first node of the request, n); a
   node's prompt depends only on its inputs' records; records are listed in sorted order. Nothing
   depends on completion order.
-- **Execution** goes through the engine's shared ``Executor`` (admission by sequences, priority:
-  deeper rounds, earlier runs, node order; retries with back-off outside the window).
+- **Execution** goes through the engine's shared ``Executor`` (admission by sequences in
+  priority order, see ``Priority``; retries with back-off outside the window).
 - **Failures.** ``on_failure="fail"``: the first failed node cancels the run's other work;
   ``continue``: the failure is recorded and dependents go on without that message. Nodes that
   never completed are marked ``cancelled`` or ``timed_out`` (``finish``).
@@ -33,7 +33,7 @@ import anyio.abc
 from ._config import RunConfig
 from ._engine import Completion, GenerationRequest, RequestMetadata, SamplingParams
 from ._errors import ConfigError, EngineError
-from ._executor import Executor, Job, Slots, Ticket, engine_priority, priority_key
+from ._executor import Executor, Job, Priority, Slots, Ticket
 from ._ids import NodeId, ProblemId, Round
 from ._logging import get_logger
 from ._messages import ChatMessage, Problem
@@ -208,7 +208,8 @@ class RunDriver:
         self.orchestration += spent
         self.executor.add_orchestration(spent)
 
-    def _engine_request(self, req: _Request, plans: list[NodePlan], first: int, key: tuple[int, ...]) -> GenerationRequest:
+    def _engine_request(self, req: _Request, plans: list[NodePlan], first: int,
+                        priority: Priority) -> GenerationRequest:
         seed = None if req.seed is None else req.seed + first
         node = plans[0].node
         # built from validated parts without re-validation: one per request, on the hot path
@@ -216,30 +217,31 @@ class RunDriver:
             messages=plans[0].prompt, n=len(plans), sampling=req.sampling.model_copy(update={"seed": seed}),
             metadata=RequestMetadata.model_construct(
                 problem_id=ProblemId(self.problem.id), round=Round(node.round), nodes=tuple(p.node for p in plans),
-                unit=self.unit, priority=engine_priority(key)))
+                unit=self.unit, priority=priority.engine_priority(self.executor.feeding)))
 
     def _submit(self, req: _Request) -> None:
         assert self._tg is not None
         first = req.plans[0].node
+        remaining = self.topology.num_rounds - first.round
         if self.executor.split and len(req.plans) > 1:
             for i, plan in enumerate(req.plans):
-                key = priority_key(first.round, self._run_seq, first.agent, i)
-                self._tickets.append(self.executor.submit(self._tg, key, 1, self._job(req, [plan], i, key)))
+                pri = Priority(first.round, remaining, self._run_seq, (first.agent, i))
+                self._tickets.append(self.executor.submit(self._tg, pri, 1, self._job(req, [plan], i, pri)))
         else:
-            key = priority_key(first.round, self._run_seq, first.agent)
-            self._tickets.append(self.executor.submit(self._tg, key, len(req.plans), self._job(req, req.plans, 0, key)))
+            pri = Priority(first.round, remaining, self._run_seq, (first.agent,))
+            self._tickets.append(self.executor.submit(self._tg, pri, len(req.plans), self._job(req, req.plans, 0, pri)))
 
     # ---- execute -----------------------------------------------------------------------
-    def _job(self, req: _Request, plans: list[NodePlan], first: int, key: tuple[int, ...]) -> Job:
+    def _job(self, req: _Request, plans: list[NodePlan], first: int, priority: Priority) -> Job:
         async def job(slots: Slots) -> None:
-            request = self._engine_request(req, plans, first, key)
+            request = self._engine_request(req, plans, first, priority)
             sink = self.topology.sink
             on_text = getattr(self.observer, "sink_text", None) if plans[0].node == sink else None
             started = time.time()
             for plan in plans:
                 self.sent[plan.node] = started
             try:
-                out = await self.executor.generate(request, key=key, retry=self.config.retry, slots=slots,
+                out = await self.executor.generate(request, priority=priority, retry=self.config.retry, slots=slots,
                                                    on_text=on_text)
             except EngineError as exc:
                 ended = time.time()

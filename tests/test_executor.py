@@ -26,7 +26,7 @@ from pacore_agents import (
     run,
     star,
 )
-from pacore_agents._executor import priority_key
+from pacore_agents._executor import Priority
 
 
 def seeded_text(request: GenerationRequest) -> list[str]:
@@ -113,9 +113,8 @@ def test_dataflow_does_not_wait_for_unrelated_nodes() -> None:
     assert barrier.node("r2.a1").started_at >= barrier.node("r1.a0").ended_at  # type: ignore[operator]
 
 
-def test_admission_is_by_sequences_and_deeper_rounds_go_first() -> None:
-    """Window 1: two runs share the engine; once run 0 reaches round 2, its round-2 nodes go
-    before run 1's round-1 nodes; earlier-started runs go before later ones."""
+def _two_runs_in_order(feeding: bool) -> list[tuple[str, str]]:
+    """Window 1: runs A then B (ring(3, 2), no merging); the order the engine saw nodes."""
     order: list[tuple[str, str]] = []
 
     async def handler(request: GenerationRequest) -> list[str]:
@@ -124,21 +123,57 @@ def test_admission_is_by_sequences_and_deeper_rounds_go_first() -> None:
         return ["m"] * request.n
 
     engine = FunctionEngine(handler, max_sequences=1)
-    topo = ring(3, 2)
+    executor = executor_for(engine)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             for unit in ("A", "B"):
-                tg.start_soon(lambda u=unit: run("Q?", topo, engine, config=RunConfig(merge_identical=False),
+                tg.start_soon(lambda u=unit: run("Q?", ring(3, 2), engine, config=RunConfig(merge_identical=False),
                                                  unit=u))
                 await anyio.sleep(0)
 
-    anyio.run(main)
+    if feeding:
+        with executor.feeder():
+            anyio.run(main)
+    else:
+        anyio.run(main)
+    assert executor.stats().peak_in_flight == 1
+    return order
+
+
+def test_while_feeding_deeper_rounds_go_first() -> None:
+    """A server or a study still starting units: A's round 2 overtakes B's round 1, so A
+    finishes soon (latency) and few problems are in flight."""
+    order = _two_runs_in_order(feeding=True)
     a_round2 = [i for i, (u, n) in enumerate(order) if u == "A" and n.startswith("r2")]
     b_round1 = [i for i, (u, n) in enumerate(order) if u == "B" and n.startswith("r1")]
     assert order[:3] == [("A", "r1.a0"), ("A", "r1.a1"), ("A", "r1.a2")]
-    assert max(a_round2) < min(b_round1)  # A's round 2 overtakes B's round 1
-    assert executor_for(engine).stats().peak_in_flight == 1
+    assert max(a_round2) < min(b_round1)
+
+
+def test_when_nothing_more_comes_the_longest_remaining_path_goes_first() -> None:
+    """No feeder: B's round 1 (two rounds still to go) overtakes A's round 2 (one to go), so
+    no problem is left to run its whole chain in a thin batch at the end (makespan)."""
+    order = _two_runs_in_order(feeding=False)
+    a_round2 = [i for i, (u, n) in enumerate(order) if u == "A" and n.startswith("r2")]
+    b_round1 = [i for i, (u, n) in enumerate(order) if u == "B" and n.startswith("r1")]
+    assert order[:3] == [("A", "r1.a0"), ("A", "r1.a1"), ("A", "r1.a2")]
+    assert max(b_round1) < min(a_round2)
+    assert order[-1] == ("B", "r3.a0")
+
+
+def test_leaving_the_feeder_reorders_what_waits() -> None:
+    executor = executor_for(FunctionEngine(seeded_text), window=1)
+    started: list[str] = []
+    executor.in_flight = 1  # the window is full: everything below waits
+
+    with executor.feeder():
+        executor._enqueue(Priority(2, 0, 0), 1, lambda n: started.append("A sink"))
+        executor._enqueue(Priority(1, 1, 1), 1, lambda n: started.append("B round 1"))
+        assert [w.priority.run for w in sorted(executor._heap)] == [0, 1]  # deeper first
+    assert [w.priority.run for w in sorted(executor._heap)] == [1, 0]  # longest path first
+    executor.release(1)
+    assert started == ["B round 1"]
 
 
 def test_concurrent_runs_share_one_window() -> None:
@@ -210,17 +245,27 @@ def test_window_defaults_and_override() -> None:
     assert ex.window == 12
 
 
-def test_priority_keys_order_deeper_rounds_then_runs() -> None:
-    keys = [priority_key(1, 0, 0), priority_key(3, 5, 0), priority_key(2, 1, 0), priority_key(3, 2, 1)]
-    assert sorted(keys) == [priority_key(3, 2, 1), priority_key(3, 5, 0), priority_key(2, 1, 0),
-                            priority_key(1, 0, 0)]
+def test_priority_keys() -> None:
+    # (round, remaining, run): an all-to-all [k, k] + sink has rounds 1, 2, 3
+    items = [Priority(1, 2, 0), Priority(3, 0, 5), Priority(2, 1, 1), Priority(3, 0, 2, (1,))]
+    feeding = sorted(items, key=lambda p: p.key(True))
+    assert feeding == [Priority(3, 0, 2, (1,)), Priority(3, 0, 5), Priority(2, 1, 1), Priority(1, 2, 0)]
+    draining = sorted(items, key=lambda p: p.key(False))
+    assert draining == [Priority(1, 2, 0), Priority(2, 1, 1), Priority(3, 0, 2, (1,)), Priority(3, 0, 5)]
+    assert Priority(3, 0, 5).engine_priority(True) < Priority(1, 2, 0).engine_priority(True)
+    assert Priority(1, 2, 0).engine_priority(False) < Priority(3, 0, 5).engine_priority(False)
 
 
 def test_requests_carry_the_engine_priority() -> None:
     engine = FunctionEngine(seeded_text)
     anyio.run(lambda: run("Q?", all_to_all([2]), engine))
     first, sink = engine.requests
-    assert sink.metadata.priority < first.metadata.priority  # lower runs sooner
+    assert sink.metadata.priority > first.metadata.priority  # lower runs sooner: round 1 (path 2)
+    feeding = FunctionEngine(seeded_text)
+    with executor_for(feeding).feeder():
+        anyio.run(lambda: run("Q?", all_to_all([2]), feeding))
+    first, sink = feeding.requests
+    assert sink.metadata.priority < first.metadata.priority  # while feeding: deeper rounds first
 
 
 def test_version_1_traces_still_load() -> None:

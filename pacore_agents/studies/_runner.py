@@ -41,7 +41,7 @@ from rich.progress import (
 
 from pacore_agents._engine import Completion, Engine, EngineStats, GenerationRequest
 from pacore_agents._errors import EngineError, RunFailedError, unwrap_exception_group
-from pacore_agents._executor import Executor, executor_for, priority_key
+from pacore_agents._executor import Executor, Priority, executor_for
 from pacore_agents._ids import NodeId
 from pacore_agents._logging import bind_context, get_logger
 from pacore_agents._messages import Problem
@@ -82,8 +82,8 @@ class _Admitted:
         self.executor, self.retry = executor, retry
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        key = priority_key(1, self.executor.new_run())
-        return await self.executor.generate(request, key=key, retry=self.retry)
+        priority = Priority(1, 0, self.executor.new_run())
+        return await self.executor.generate(request, priority=priority, retry=self.retry)
 
 
 @dataclass
@@ -201,12 +201,13 @@ class StudyRunner:
     # --- phases ---
     async def _phase(self, arms: Sequence[ArmSpec], done: set[tuple[str, str, int]], summary: StudyRunSummary) -> None:
         async with anyio.create_task_group() as tg:
-            for problem in self.problems:
-                for sample in range(self.spec.samples):
-                    for arm in arms:
-                        if (arm.name, problem.id, sample) not in done:
-                            await self.executor.room()
-                            tg.start_soon(self._unit, arm, problem, sample, summary)
+            with self.executor.feeder():  # deeper rounds first until the last unit has started
+                for problem in self.problems:
+                    for sample in range(self.spec.samples):
+                        for arm in arms:
+                            if (arm.name, problem.id, sample) not in done:
+                                await self.executor.room()
+                                tg.start_soon(self._unit, arm, problem, sample, summary)
 
     def _compute_sc_sizes(self, arm: ArmSpec) -> dict[str, int]:
         if arm.n is not None:
