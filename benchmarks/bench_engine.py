@@ -66,12 +66,20 @@ async def main(args: argparse.Namespace) -> list[tuple[str, str]]:
 
             config = RunConfig(sampling=SamplingParams(temperature=1.0, top_p=1.0,
                                                        max_tokens=args.max_tokens))
+            before = await engine.stats()
             started = time.perf_counter()
             result = await run(PROBLEM, "pacore-low", engine, config=config)
             wall = time.perf_counter() - started
+            after = await engine.stats()
             ttc = result.trace.effective_ttc
             rows.append((f"pacore-low run (5 nodes), max_tokens {args.max_tokens}",
                          f"TTC {ttc} tokens in {wall:.1f} s = {ttc / wall:.0f} tok/s"))
+            if before is not None and after is not None:
+                computed = (after.prefill_computed_tokens or 0) - (before.prefill_computed_tokens or 0)
+                cached = (after.prefill_cached_tokens or 0) - (before.prefill_cached_tokens or 0)
+                rows.append(("pacore-low prefill (engine stats)",
+                             f"{computed} tokens computed, {cached} from the prefix cache "
+                             f"(block {engine.info.details.get('block_size')})"))
     return rows
 
 

@@ -86,7 +86,8 @@ async def concurrently(count: int, concurrency: int, one: Callable[[int], Awaita
 
     async def guarded(i: int) -> None:
         async with limiter:
-            total[0] += await one(i)
+            done = await one(i)  # not `total[0] += await ...`: that reads total[0] before awaiting
+            total[0] += done
 
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:

@@ -19,7 +19,7 @@ problem, at least the last partial block) at the prefill rate plus its tokens at
 over all problems, the work bound sum(tokens) * step(C) / C + sum(minimal prefill) / rate. Both
 are lower bounds of any schedule on the simulator; the bound is their max.
 
-    python benchmarks/bench_sim.py [--parts a,b,c] [--out bench_sim.json]
+    python benchmarks/bench_sim.py [--parts a,b,c] [--out bench_sim.json] [--feeding]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from pacore_agents import (
     SamplingParams,
     Topology,
     all_to_all,
+    executor_for,
     hierarchical,
     ring,
     run,
@@ -60,6 +62,8 @@ from pacore_agents.studies import DatasetSpec, load_problems
 GPU_LENGTHS = LengthModel(median=2000, sigma=0.75, max_tokens=8192, think=True, message_tokens=200)
 #: SmolLM2 at temperature 1.0 and 128 tokens: most trajectories hit the cap (mean ~122)
 CPU_LENGTHS = LengthModel(median=400, sigma=1.0, max_tokens=128, think=False)
+#: run ours inside the executor's feeder (``--feeding``)
+FEEDING = False
 
 
 def problems(n: int) -> list[Problem]:
@@ -80,9 +84,10 @@ async def run_ours(profile: SimProfile, lengths: LengthModel, probs: Sequence[Pr
         async def one(problem: Problem) -> None:
             traces.append((await run(problem, topology, engine, config=config)).trace)
 
-        async with anyio.create_task_group() as tg:
-            for problem in probs:
-                tg.start_soon(one, problem)
+        with executor_for(engine).feeder() if FEEDING else nullcontext():
+            async with anyio.create_task_group() as tg:
+                for problem in probs:
+                    tg.start_soon(one, problem)
         return anyio.current_time() - start, engine.summary(), traces
 
 
@@ -255,24 +260,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="a,b,c", help="comma list of a, b, c")
     parser.add_argument("--out", type=Path, default=Path("bench_sim.json"), help="JSON results")
-    parser.add_argument("--priority", choices=["default", "shallow-first"], default="default",
-                        help="what-if: shallow-first admits shallower rounds first (patches the "
-                             "scheduler's priority key in this process; for tuning only)")
+    parser.add_argument("--feeding", action="store_true",
+                        help="what-if: our runs execute inside executor_for(engine).feeder(), the "
+                             "order a study uses while it still feeds units (deeper rounds first) "
+                             "instead of the batch order (longest remaining path first)")
     args = parser.parse_args(argv)
-    if args.priority == "shallow-first":
-        import pacore_agents._scheduler as scheduler
-
-        if not hasattr(scheduler, "priority_key"):
-            print("error: pacore_agents._scheduler.priority_key is gone: --priority cannot patch it",
-                  file=sys.stderr)
-            return 2
-        scheduler.priority_key = lambda round_, run_seq, *rest: (round_, run_seq, *rest)
+    global FEEDING
+    FEEDING = args.feeding
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     unknown = parts - {"a", "b", "c"}
     if unknown:
         print(f"error: unknown part {sorted(unknown)[0]!r}: use a, b or c", file=sys.stderr)
         return 2
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "priority": args.priority,
+    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "feeding": FEEDING,
                                "profiles": {"gpu": GPU_PROFILE.model_dump(), "cpu": CPU_PROFILE.model_dump()},
                                "lengths": {"gpu": GPU_LENGTHS.model_dump(), "cpu": CPU_LENGTHS.model_dump()}}
     t0 = time.perf_counter()

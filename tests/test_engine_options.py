@@ -150,3 +150,11 @@ def test_unwrap_exception_group() -> None:
     assert unwrap_exception_group(mixed) is engine_error  # a PacoreError is preferred
     first = KeyError("a")
     assert unwrap_exception_group(BaseExceptionGroup("g", [first, KeyboardInterrupt()])) is first
+
+
+def test_server_priority_reaches_the_openai_engine() -> None:
+    from pacore_agents.engines import create_engine
+
+    on = create_engine({"kind": "openai", "base_urls": ["http://127.0.0.1:9/v1"], "server_priority": True})
+    off = create_engine({"kind": "openai", "base_urls": ["http://127.0.0.1:9/v1"]})
+    assert on.server_priority is True and off.server_priority is False  # type: ignore[attr-defined]

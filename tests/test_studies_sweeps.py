@@ -125,3 +125,12 @@ temperature = [0.5]
     pairs = {(p.a, p.b) for p in report.pairs}
     assert ("sc@w2-t0.5", "w2-t0.5") in pairs and ("single", "w3-t0.5") in pairs
     assert report.roles["w2-t0.5"]["sink"]["sampling"] == ""  # the arm's sampling, not a role's
+
+
+def test_scaling_lines_run_along_graph_axes() -> None:
+    """A line of the scaling plot follows widths/topology/params; other axes split lines."""
+    from pacore_agents.studies._plots import _line_key
+
+    assert _line_key({"widths": [4], "sink_temperature": 0.3}) == "sink_temperature=0.3"
+    assert _line_key({"width": 4, "rounds": 2}) == ""
+    assert _line_key({"widths": [16, 4], "compaction": "boxed", "temperature": 1.0}) == "compaction=boxed, temperature=1"

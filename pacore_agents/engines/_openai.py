@@ -115,7 +115,8 @@ class OpenAIEngine(Engine):
         return cls(options.base_urls, model=options.model, api_key=api_key,
                    timeout=options.request_timeout, use_n=options.use_n,
                    seed_requests=options.seed_requests,
-                   max_sequences_per_endpoint=options.max_sequences_per_endpoint, retry=retry)
+                   max_sequences_per_endpoint=options.max_sequences_per_endpoint, retry=retry,
+                   server_priority=options.server_priority)
 
     @property
     def endpoints(self) -> tuple[str, ...]:

@@ -70,6 +70,8 @@ class OpenAIOptions(BaseModel):
                                 "needs --no-enable-chunked-prefill for them; see the README)")
     max_sequences_per_endpoint: int = Field(default=DEFAULT_SEQUENCES_PER_ENDPOINT, ge=1,
                                             description="sequences in flight per endpoint (its max_num_seqs)")
+    server_priority: bool = Field(default=False, description="the servers run --scheduling-policy priority: "
+                                  "send each request's priority (deeper rounds / longest path first)")
 
     @field_validator("base_urls")
     @classmethod

@@ -65,10 +65,11 @@ log = get_logger("pacore_agents.engines.vllm")
 
 GiB = 1 << 30
 DEFAULT_CPU_KV_CACHE_GB = 1.0
-#: KV block on CPU when ``block_size`` is None (vLLM's CPU default is 128; its CPU attention takes
-#: multiples of 32). vLLM caches full blocks only, so each sibling of an n-merge recomputes its
-#: prompt's last partial block: smaller blocks waste less prefill (measured: BENCHMARKS.md).
-DEFAULT_CPU_BLOCK_SIZE = 128
+#: KV block on CPU when ``block_size`` is None: the smallest vLLM's CPU attention takes (multiples
+#: of 32; vLLM's CPU default is 128). vLLM caches full blocks only, so each sibling of an n-merge
+#: recomputes its prompt's last partial block: smaller blocks waste less prefill, and 32 does not
+#: slow decode on CPU (benchmarks/bench_blocksize.py; figures in BENCHMARKS.md).
+DEFAULT_CPU_BLOCK_SIZE = 32
 #: the sequence length ``info.max_sequences`` assumes when it bounds the batch by the KV cache
 TYPICAL_SEQUENCE_TOKENS = 1024
 _THINK_END = "</think>"
