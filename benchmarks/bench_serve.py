@@ -7,8 +7,9 @@
 2. ``--part engine``: the embedded vLLM CPU engine. Its ceiling (completion tokens/s of
    ``--ceiling-parallel`` plain requests), then the same P GSM8K problems through pacore-low:
    (a) as a study runs them, concurrent ``run()`` calls on one engine in this process, and
-   (b) P concurrent clients of a ``pacore serve`` subprocess on the same engine settings.
-   Each is reported as effective TTC per second and as a fraction of the ceiling.
+   (b) P concurrent clients of a ``pacore serve`` subprocess on the same engine settings,
+   alternating (a) and (b) ``--repeats`` times. Each is reported as effective TTC per second
+   and as a fraction of the ceiling.
 
     python benchmarks/bench_serve.py --part overhead [--requests 400] [--concurrency 16]
     python benchmarks/bench_serve.py --part engine [--problems 16] [--max-tokens 128]
@@ -25,7 +26,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -158,56 +158,54 @@ def gsm8k(count: int) -> list[str]:
 
 
 async def engine_part(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The server starts first (its engine idles while this process measures); then the
+    ceiling, then ``--repeats`` rounds of (study, serve), alternating, on equal engines."""
     from pacore_agents.engines import create_engine
 
     rows: list[tuple[str, str]] = []
     problems = gsm8k(args.problems)
-    options: dict[str, Any] = {"kind": "vllm", "max_model_len": args.max_model_len}
     sampling = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=args.max_tokens)
-    engine = create_engine(options)
-    async with engine:
-        await engine.start()
-        await engine.generate(GenerationRequest(messages=(ChatMessage(role="user", content="hi"),),
-                                                sampling=SamplingParams(max_tokens=8)))
-
-        async def plain(i: int) -> int:
-            (done,) = await engine.generate(GenerationRequest(
-                messages=(ChatMessage(role="user", content=f"Story {i}: a robot learns to paint."),),
-                sampling=sampling.model_copy(update={"seed": i})))
-            return done.usage.completion_tokens
-
-        wall, tokens = await concurrently(args.ceiling_parallel, args.ceiling_parallel, plain)
-        ceiling = tokens / wall
-        rows.append((f"engine ceiling: {args.ceiling_parallel} parallel requests, max_tokens {args.max_tokens}",
-                     f"{tokens} tokens in {wall:.1f} s = {ceiling:.0f} tok/s"))
-
-        config = RunConfig(sampling=sampling, seed=1)
-        topology = load_topology("pacore-low")
-
-        async def study_like(i: int) -> int:
-            result = await run(problems[i], topology, engine, config=config)
-            return result.trace.effective_ttc
-
-        wall, ttc = await concurrently(len(problems), len(problems), study_like)
-        rows.append((f"study: {len(problems)} problems x pacore-low, concurrent run() on one engine",
-                     f"TTC {ttc} in {wall:.1f} s = {ttc / wall:.0f} tok/s = {ttc / wall / ceiling:.0%} of ceiling"))
-
+    config = RunConfig(sampling=sampling, seed=1)
+    topology = load_topology("pacore-low")
     server = ServeProcess("--max-model-len", str(args.max_model_len), "--max-tokens", str(args.max_tokens))
+    engine = create_engine({"kind": "vllm", "max_model_len": args.max_model_len})
     try:
-        async with openai.AsyncOpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=1800) as client:
-            await client.chat.completions.create(model="pacore-low", max_tokens=8,
-                                                 messages=[{"role": "user", "content": "hi"}])
+        async with engine, openai.AsyncOpenAI(base_url=server.url, api_key="none", max_retries=0,
+                                              timeout=1800) as client:
+            await engine.start()
+            warm = [{"role": "user", "content": "hi"}]
+            await run(warm, topology, engine, config=config.model_copy(update={"sampling": SamplingParams(max_tokens=8)}))
+            await client.chat.completions.create(model="pacore-low", max_tokens=8, messages=warm)  # type: ignore[arg-type]
+            parallel = args.ceiling_parallel or engine.info.max_sequences or 64
+
+            async def plain(i: int) -> int:
+                (done,) = await engine.generate(GenerationRequest(
+                    messages=(ChatMessage(role="user", content=f"Story {i}: a robot learns to paint."),),
+                    sampling=sampling.model_copy(update={"seed": i})))
+                return done.usage.completion_tokens
+
+            wall, tokens = await concurrently(parallel, parallel, plain)
+            ceiling = tokens / wall
+            rows.append((f"engine ceiling: {parallel} parallel requests (the engine's window), max_tokens "
+                         f"{args.max_tokens}", f"{tokens} tokens in {wall:.1f} s = {ceiling:.0f} tok/s"))
+
+            async def study_like(i: int) -> int:
+                result = await run(problems[i], topology, engine, config=config)
+                return result.trace.effective_ttc
 
             async def served(i: int) -> int:
-                out = await client.chat.completions.create(model="pacore-low", seed=1,
+                out = await client.chat.completions.create(model="pacore-low", seed=1,  # type: ignore[call-overload]
                                                            messages=[{"role": "user", "content": problems[i]}])
                 return out.usage.completion_tokens if out.usage else 0
 
-            wall, ttc = await concurrently(len(problems), len(problems), served)
+            for rep in range(1, args.repeats + 1):
+                for name, one in ((f"study: {len(problems)} problems x pacore-low, concurrent run()", study_like),
+                                  (f"serve: {len(problems)} concurrent clients x pacore-low", served)):
+                    wall, ttc = await concurrently(len(problems), len(problems), one)
+                    rows.append((f"{name} [{rep}]", f"TTC {ttc} in {wall:.1f} s = {ttc / wall:.0f} tok/s = "
+                                                   f"{ttc / wall / ceiling:.0%} of ceiling"))
     finally:
         server.stop()
-    rows.append((f"serve: {len(problems)} concurrent clients x pacore-low",
-                 f"TTC {ttc} in {wall:.1f} s = {ttc / wall:.0f} tok/s = {ttc / wall / ceiling:.0%} of ceiling"))
     return rows
 
 
@@ -220,7 +218,8 @@ def cli() -> None:
     parser.add_argument("--problems", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-model-len", type=int, default=2048)
-    parser.add_argument("--ceiling-parallel", type=int, default=64)
+    parser.add_argument("--ceiling-parallel", type=int, default=None, help="default: the engine's window")
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     rows = anyio.run(overhead if args.part == "overhead" else engine_part, args)
     width = max(len(name) for name, _ in rows)

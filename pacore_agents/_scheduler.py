@@ -287,6 +287,7 @@ class RunDriver:
             fields.update(status="failed", error=error.describe(), attempts=error.attempts)
         record = plan.record(**fields)
         self.records[node] = record
+        self.plans.pop(node, None)  # kept only while the node is unfinished (for ``finish``)
         self.sent.pop(node, None)
         if self.observer is not None:
             self.observer.node_finished(record)

@@ -72,7 +72,7 @@ def serve_command(
         from .engines import create_engine
         from .serve import ServeSettings, TopologyCatalog, bind, serve
     except ImportError as exc:
-        fail(f"pacore serve needs FastAPI, uvicorn and prometheus-client: pip install 'pacore-agents[serve]' ({exc})")
+        fail(f"pacore serve needs FastAPI and uvicorn: pip install 'pacore-agents[serve]' ({exc})")
     flags = EngineFlags(engine=engine, model=model, base_url=base_url, api_key=engine_api_key,
                         max_model_len=max_model_len, dtype=dtype, kv_cache_gb=kv_cache_gb,
                         tensor_parallel_size=tensor_parallel_size, eager=eager, max_sequences=max_sequences,

@@ -1,6 +1,6 @@
 """``pacore serve``: PaCoRe topologies served as OpenAI-compatible chat models.
 
-Needs the ``serve`` extra (FastAPI, uvicorn, prometheus-client; vLLM installs them too).
+Needs the ``serve`` extra (FastAPI, uvicorn; vLLM installs them too).
 """
 
 from ._app import ServeSettings, create_app
