@@ -50,7 +50,7 @@ def test_dry_run_on_both_examples(tmp_path: Path) -> None:
     runner = CliRunner()
     arith = runner.invoke(study_app, ["run", str(EXAMPLES / "study_arithmetic.toml"), "--dry-run"])
     assert arith.exit_code == 0, arith.output
-    assert "50 problems x 1 samples" in arith.output and "pacore-w8-sink0.3" in arith.output
+    assert "120 problems x 1 samples" in arith.output and "pacore-w8-sink0.3" in arith.output
     assert "engine: vllm (not started)" in arith.output
     gpu = runner.invoke(study_app, ["run", str(EXAMPLES / "study_gpu_pacore8b.toml"), "--dry-run",
                                     "--out", str(tmp_path / "out")])

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from pacore_agents._engine import Engine
 from pacore_agents._errors import ConfigError
+from pacore_agents._executor import executor_for
 from pacore_agents._logging import get_logger
 
 from ._app import ServeSettings, create_app
@@ -96,13 +97,16 @@ async def serve(engine: Engine, settings: ServeSettings, sock: socket.socket,
 
     host, port = sock.getsockname()[:2]
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(state.start_engine)
-            tg.start_soon(drain_on_signal)
-            if on_ready is not None:
-                on_ready(f"http://{host}:{port}")
-            await server.serve(sockets=[sock])
-            tg.cancel_scope.cancel()
+        # requests keep coming: the executor admits deeper rounds first, so each client's run
+        # finishes soon (latency) instead of every run's round 1 going first
+        with executor_for(state.engine).feeder():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(state.start_engine)
+                tg.start_soon(drain_on_signal)
+                if on_ready is not None:
+                    on_ready(f"http://{host}:{port}")
+                await server.serve(sockets=[sock])
+                tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await state.engine.aclose()
