@@ -45,7 +45,7 @@ from pydantic import BaseModel
 from ._engine import Completion, Engine, GenerationRequest, TextCallback
 from ._errors import EngineError
 from ._logging import get_logger
-from ._wrappers import RetryPolicy
+from ._wrappers import RetryPolicy, with_attempts, with_retries
 
 log = get_logger("pacore_agents.executor")
 
@@ -348,37 +348,31 @@ class Executor:
                 self.release(slots.take())
             return await self._generate_split(request, priority=priority, retry=retry)
         policy = retry or RetryPolicy(max_attempts=1)
-        held = slots.take() if slots is not None else 0
+        held = [slots.take() if slots is not None else 0]
+
+        async def attempt(n: int) -> list[Completion]:
+            # admission is waited for outside the deadline; back-off sleeps hold no slot
+            if not held[0]:
+                held[0] = await self.acquire(priority, request.n)
+            try:
+                out = await self._send(request, policy.timeout, on_text)
+            except BaseException:
+                self.release(held[0])
+                held[0] = 0
+                raise
+            if slots is not None:  # the caller releases after applying the results, so the
+                slots.n = held[0]  # work they make ready queues first
+                held[0] = 0
+            return with_attempts(out, n)
+
+        def retried() -> None:
+            self._retries += 1
+
         try:
-            for attempt in range(1, policy.max_attempts + 1):
-                if not held:
-                    held = await self.acquire(priority, request.n)
-                error: EngineError
-                try:
-                    out = await self._send(request, policy.timeout, on_text)
-                except TimeoutError as exc:
-                    error = EngineError(f"request timed out after {policy.timeout}s", retryable=True)
-                    error.__cause__ = exc
-                except EngineError as exc:
-                    error = exc
-                else:
-                    if slots is not None:  # the caller releases after applying the results, so
-                        slots.n, held = held, 0  # the work they make ready queues first
-                    return [c.model_copy(update={"attempts": attempt}) if attempt > 1 else c for c in out]
-                finally:
-                    self.release(held)
-                    held = 0
-                error.attempts = attempt
-                if not error.retryable or attempt == policy.max_attempts:
-                    raise error
-                self._retries += 1
-                delay = policy.backoff(attempt, self._rng)
-                log.warning("retrying", error=str(error), attempt=attempt, delay=round(delay, 3),
-                            nodes=[str(n) for n in request.metadata.nodes])
-                await anyio.sleep(delay)
+            return await with_retries(policy, self._rng, attempt, on_retry=retried,
+                                      nodes=[str(n) for n in request.metadata.nodes])
         finally:
-            self.release(held)
-        raise AssertionError("unreachable")  # pragma: no cover
+            self.release(held[0])
 
     async def _generate_split(self, request: GenerationRequest, *, priority: Priority,
                               retry: RetryPolicy | None) -> list[Completion]:

@@ -8,6 +8,8 @@ pipeline, whose semaphore is held through back-off sleeps).
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +19,8 @@ from ._errors import EngineError
 from ._logging import get_logger
 
 log = get_logger("pacore_agents.engine")
+
+T = TypeVar("T")
 
 
 class RetryPolicy(BaseModel):
@@ -33,6 +37,40 @@ class RetryPolicy(BaseModel):
         """Seconds to sleep after failed attempt ``attempt`` (1-based): full jitter."""
         cap = min(self.max_backoff, self.initial_backoff * (2 ** (attempt - 1)))
         return rng.uniform(0, cap)
+
+
+async def with_retries(policy: RetryPolicy, rng: random.Random, attempt: Callable[[int], Awaitable[T]], *,
+                       what: str = "request", on_retry: Callable[[], None] | None = None,
+                       **context: Any) -> T:
+    """``await attempt(n)`` for n = 1, 2, ... (the one retry loop of the library).
+
+    A retryable ``EngineError``, or a ``TimeoutError`` (the attempt applies its own deadline,
+    ``policy.timeout``, around what it counts), is retried after the policy's jittered back-off,
+    at most ``policy.max_attempts`` attempts in all; the error that ends it is raised with
+    ``attempts`` set. ``context`` goes into the "retrying" log line.
+    """
+    for n in range(1, policy.max_attempts + 1):
+        try:
+            return await attempt(n)
+        except TimeoutError as exc:
+            error = EngineError(f"{what} timed out after {policy.timeout}s", retryable=True)
+            error.__cause__ = exc
+        except EngineError as exc:
+            error = exc
+        error.attempts = n
+        if not error.retryable or n == policy.max_attempts:
+            raise error
+        if on_retry is not None:
+            on_retry()
+        delay = policy.backoff(n, rng)
+        log.warning("retrying", what=what, error=str(error), attempt=n, delay=round(delay, 3), **context)
+        await anyio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def with_attempts(out: list[Completion], attempt: int) -> list[Completion]:
+    """Completions stamped with the attempt that produced them."""
+    return out if attempt == 1 else [c.model_copy(update={"attempts": attempt}) for c in out]
 
 
 class EngineWrapper(Engine):
@@ -80,29 +118,12 @@ class RetryingEngine(EngineWrapper):
         self._rng = random.Random(seed)
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        policy = self.policy
-        for attempt in range(1, policy.max_attempts + 1):
-            try:
-                if policy.timeout is not None:
-                    with anyio.fail_after(policy.timeout):
-                        out = await self.inner.generate(request)
-                else:
-                    out = await self.inner.generate(request)
-            except TimeoutError as exc:
-                error = EngineError(f"request timed out after {policy.timeout}s", retryable=True)
-                error.__cause__ = exc
-            except EngineError as exc:
-                error = exc
-            else:
-                return [c.model_copy(update={"attempts": attempt}) for c in out]
-            error.attempts = attempt
-            if not error.retryable or attempt == policy.max_attempts:
-                raise error
-            delay = policy.backoff(attempt, self._rng)
-            log.warning("retrying", error=str(error), attempt=attempt, delay=round(delay, 3),
-                        nodes=[str(n) for n in request.metadata.nodes])
-            await anyio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        async def attempt(n: int) -> list[Completion]:
+            with anyio.fail_after(self.policy.timeout):
+                return with_attempts(await self.inner.generate(request), n)
+
+        return await with_retries(self.policy, self._rng, attempt,
+                                  nodes=[str(n) for n in request.metadata.nodes])
 
 
 class ConcurrencyLimitedEngine(EngineWrapper):

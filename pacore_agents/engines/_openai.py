@@ -51,7 +51,7 @@ from pacore_agents._engine import (
 )
 from pacore_agents._errors import EngineError
 from pacore_agents._logging import get_logger, register_secret
-from pacore_agents._wrappers import RetryPolicy
+from pacore_agents._wrappers import RetryPolicy, with_retries
 
 from ._endpoints import EndpointPool, display_url
 from ._options import DEFAULT_SEQUENCES_PER_ENDPOINT, OpenAIOptions
@@ -203,8 +203,8 @@ class OpenAIEngine(Engine):
         name = self._names[index]
         policy = self._retry
         timeout = min(self._timeout, policy.timeout) if policy.timeout is not None else self._timeout
-        rng = random.Random(index)
-        for attempt in range(1, policy.max_attempts + 1):
+
+        async def attempt(_: int) -> Any:
             try:
                 with anyio.fail_after(timeout):
                     page = await self._clients[index].models.list()
@@ -212,28 +212,22 @@ class OpenAIEngine(Engine):
                     raise ValueError("the response holds no model list")
                 return page
             except TimeoutError as exc:
-                error = EngineError(f"{name}: listing models timed out after {timeout}s",
-                                    retryable=True, endpoint=name)
-                error.__cause__ = exc
+                raise EngineError(f"{name}: listing models timed out after {timeout}s",
+                                  retryable=True, endpoint=name) from exc
             except openai.OpenAIError as exc:
-                error = _map_error(exc, name, "listing models")
-                error.__cause__ = exc
+                raise _map_error(exc, name, "listing models") from exc
             except Exception as exc:  # httpx, ValueError, a malformed page: never a traceback
-                error = EngineError(f"{name}: listing models failed: {type(exc).__name__}: {exc}",
-                                    retryable=False, endpoint=name)
-                error.__cause__ = exc
-            error.attempts = attempt
-            if not error.retryable or attempt == policy.max_attempts:
-                if attempt > 1:
-                    final = EngineError(f"{error} ({attempt} attempts)", retryable=error.retryable,
-                                        endpoint=name, status=error.status, attempts=attempt)
-                    raise final from error.__cause__
-                raise error
-            delay = policy.backoff(attempt, rng)
-            log.warning("retrying the model probe", endpoint=name, error=str(error), attempt=attempt,
-                        delay=round(delay, 3))
-            await anyio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise EngineError(f"{name}: listing models failed: {type(exc).__name__}: {exc}",
+                                  retryable=False, endpoint=name) from exc
+
+        try:
+            return await with_retries(policy, random.Random(index), attempt, what="the model probe",
+                                      endpoint=name)
+        except EngineError as error:
+            if error.attempts > 1:
+                raise EngineError(f"{error} ({error.attempts} attempts)", retryable=error.retryable,
+                                  endpoint=name, status=error.status, attempts=error.attempts) from error.__cause__
+            raise
 
     def _seed(self, request: GenerationRequest) -> int | None:
         """The seed to send: the request's with ``seed_requests``, else None (said once)."""
