@@ -83,3 +83,22 @@ def test_bad_engine_leaves_the_out_dir_untouched(tmp_path: Path) -> None:
     fixed = parse_study(_spec(tmp_path))  # after fixing the typo, the same --out just works
     summary = anyio.run(lambda: run_study(fixed, out))
     assert summary.ran == 12
+
+
+def test_report_shows_the_engine_side(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pacore_agents.studies import build_report
+
+    engine = FunctionEngine(lambda r: ["\\boxed{0}"] * r.n, max_sequences=3)
+    spec = parse_study(_spec(tmp_path, problems=3))
+    anyio.run(lambda: run_study(spec, tmp_path / "out", engine=engine))
+    console = Console(record=True, width=160)
+    report = build_report(tmp_path / "out", console=console)
+    names = {f.name for f in report.files}
+    assert {"engine.csv", "sequences_in_flight.png"} <= names
+    text = console.export_text()
+    assert "engine side" in text and "prefill computed" in text
+    rows = (tmp_path / "out" / "report" / "engine.csv").read_text().splitlines()
+    assert rows[0].startswith("started_at,samples_run,window") and len(rows) == 2
+    assert rows[1].split(",")[2] == "3"  # the window

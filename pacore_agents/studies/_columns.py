@@ -78,6 +78,21 @@ ROLE_COLUMNS: dict[str, str] = {
     "sampling": "the sampling fields the role sets over the arm's (e.g. `temperature=0.3`)",
 }
 
+ENGINE_COLUMNS: dict[str, str] = {
+    "started_at": "when this `pacore study run` started its units (Unix seconds)",
+    "samples_run": "samples it ran and stored",
+    "window": "the executor's window: sequences it lets into the engine at once",
+    "mean_sequences_in_flight": "sequences in flight, time-weighted mean over the time the engine was busy",
+    "peak_sequences_in_flight": "the most sequences in flight at once",
+    "engine_busy_seconds": "seconds with at least one sequence in flight",
+    "orchestration_seconds": "the library's own planning and applying (its overhead), summed over units",
+    "requests": "engine requests sent (one per sample on engines that split n)",
+    "sequences": "sequences sent",
+    "retries": "requests retried after a transient error",
+    "prefill_computed_tokens": "prompt tokens the engine computed (its own counter; empty if it reports none)",
+    "prefill_cached_tokens": "prompt tokens the engine served from its prefix cache",
+}
+
 #: file name -> (what one row is, its columns)
 CSV_FILES: dict[str, tuple[str, dict[str, str]]] = {
     "metrics.csv": ("one row per arm (self-consistency: per vote size)", METRICS_COLUMNS),
@@ -85,4 +100,5 @@ CSV_FILES: dict[str, tuple[str, dict[str, str]]] = {
     "samples.csv": ("one row per stored (arm, problem, sample)", SAMPLE_COLUMNS),
     "pairs.csv": ("one row per pair of metrics rows sharing graded problems", PAIR_COLUMNS),
     "roles.csv": ("one row per topology arm and role used", ROLE_COLUMNS),
+    "engine.csv": ("one row per `pacore study run` of the out dir: the engine side", ENGINE_COLUMNS),
 }

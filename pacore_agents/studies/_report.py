@@ -25,6 +25,12 @@ from rich.table import Table
 from pacore_agents._errors import ConfigError
 
 from ._columns import METRICS_COLUMNS, PAIR_COLUMNS, ROLE_COLUMNS, ROUND_COLUMNS, SAMPLE_COLUMNS
+from ._engine_figures import (
+    engine_table,
+    load_engine_figures,
+    plot_sequences_in_flight,
+    write_engine_csv,
+)
 from ._metrics import ArmMetrics, compute_metrics
 from ._plots import plot_accuracy_vs_ttc, plot_rounds, plot_scaling, plot_topology
 from ._spec import ArmSpec, role_summary
@@ -208,14 +214,19 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         metrics = compute_metrics(outcomes, order, sizes)
         report = Report(metrics=metrics, samples=len(outcomes), pairs=all_pairs(metrics),
                         roles=effective_roles(arm_tables))
+        engine = load_engine_figures(store)
         folder = out / "report"
         if csv_files or plots:
             folder.mkdir(parents=True, exist_ok=True)
         if csv_files:
             report.files += write_csvs(report, outcomes, folder)
+            if engine:
+                report.files.append(write_engine_csv(engine, folder / "engine.csv"))
         if plots and metrics:
             report.files.append(plot_accuracy_vs_ttc(metrics, folder / "accuracy_vs_ttc.png"))
             report.files.append(plot_rounds(metrics, folder / "rounds.png"))
+            if any(f.get("timeline") for f in engine):
+                report.files.append(plot_sequences_in_flight(engine, folder / "sequences_in_flight.png"))
             sweeps = {a["name"]: (a["sweep"], a.get("sweep_point") or {}) for a in arm_tables if a.get("sweep")}
             if sweeps:
                 report.files.append(plot_scaling(metrics, sweeps, folder / "scaling.png"))
@@ -235,6 +246,8 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         key = key_pairs(metrics, report.pairs)
         if key:
             console.print(pairs_table(key))
+        if engine:
+            console.print(engine_table(engine))
         for f in report.files:
             console.print(f"wrote {f}")
     return report

@@ -194,6 +194,13 @@ class ResultStore:
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0])
 
+    def meta_items(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, value) of every meta entry whose key starts with ``prefix``, by key."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+                                      (len(prefix), prefix)).fetchall()
+        return [(str(k), str(v)) for k, v in rows]
+
     def done_keys(self) -> set[tuple[str, str, int]]:
         with self._lock:
             rows = self._conn.execute("SELECT arm, problem_id, sample FROM results").fetchall()
