@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from pacore_agents import (
@@ -130,7 +131,7 @@ def _two_runs_in_order(feeding: bool) -> list[tuple[str, str]]:
             for unit in ("A", "B"):
                 tg.start_soon(lambda u=unit: run("Q?", ring(3, 2), engine, config=RunConfig(merge_identical=False),
                                                  unit=u))
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
 
     if feeding:
         with executor.feeder():

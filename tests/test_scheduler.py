@@ -274,7 +274,7 @@ def test_engine_capacity_caps_sequences_in_flight() -> None:
 
 
 def test_removed_max_in_flight_says_what_to_do() -> None:
-    with pytest.raises(ValueError, match="max_in_flight was removed.*window"):
+    with pytest.raises(ValueError, match=r"max_in_flight was removed.*window"):
         RunConfig(max_in_flight=3)  # type: ignore[call-arg]
 
 
