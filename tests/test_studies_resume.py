@@ -63,6 +63,7 @@ samples = {SAMPLES}
 [engine]
 kind = "function"
 function = "studyfe:handler"
+max_sequences = 2    # units finish one after another, so the kill lands mid-study
 [dataset]
 path = "d.jsonl"
 id_field = "id"
