@@ -19,6 +19,7 @@ from ._function_engine import FunctionEngine
 from ._ids import AgentIndex, NodeId, ProblemId, RoleName, Round
 from ._messages import ChatMessage, Problem
 from ._plan import NodePlan, Planner
+from ._priority import Priority
 from ._references import OrderPolicy, Reference, derive_seed, order_references
 from ._roles import PromptContext, Role, RoleBook, builtin_roles, pacore_compact
 from ._run import RunResult, resolve_topology, run, run_sync
@@ -63,6 +64,7 @@ __all__ = [
     "OrderPolicy",
     "PacoreError",
     "Planner",
+    "Priority",
     "Problem",
     "ProblemId",
     "PromptContext",

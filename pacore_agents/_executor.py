@@ -33,9 +33,8 @@ import itertools
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
@@ -45,55 +44,13 @@ from pydantic import BaseModel
 from ._engine import Completion, Engine, GenerationRequest, TextCallback
 from ._errors import EngineError
 from ._logging import get_logger
+from ._priority import Job, Priority, Slots, Ticket
 from ._wrappers import RetryPolicy, with_attempts, with_retries
 
 log = get_logger("pacore_agents.executor")
 
 #: the window when neither the caller nor the engine says (a vLLM server's default max_num_seqs)
 DEFAULT_WINDOW = 256
-
-PriorityKey = tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Priority:
-    """Where work stands: its round, the rounds after it (0 for the sink), its run's start
-    order, then node order (``rest``)."""
-
-    round: int
-    remaining: int
-    run: int
-    rest: tuple[int, ...] = ()
-
-    def key(self, feeding: bool) -> PriorityKey:
-        """Ascending = sooner. Feeding: deeper rounds first; else: longest remaining path first."""
-        return (-self.round if feeding else -self.remaining, self.run, *self.rest)
-
-    def engine_priority(self, feeding: bool) -> int:
-        """The key as one int for engines that take one (lower runs sooner)."""
-        return (-self.round if feeding else -self.remaining) * 10_000_000 + self.run % 10_000_000
-
-    def sub(self, index: int) -> Priority:
-        return Priority(self.round, self.remaining, self.run, (*self.rest, index))
-
-
-class Slots:
-    """Admitted sequences held by a job; ``take`` hands them over (to ``generate``)."""
-
-    __slots__ = ("n",)
-
-    def __init__(self, n: int = 0) -> None:
-        self.n = n
-
-    def take(self) -> int:
-        n, self.n = self.n, 0
-        return n
-
-
-Job = Callable[[Slots], Awaitable[None]]
-
-
-
 
 class ExecutorStats(BaseModel):
     """What the executor saw; ``mean_in_flight`` is time-weighted over ``busy_seconds``."""
@@ -109,25 +66,6 @@ class ExecutorStats(BaseModel):
     timeline: list[tuple[float, int]]
 
 
-@dataclass(order=True)
-class _Waiter:
-    key: PriorityKey
-    seq: int
-    priority: Priority = field(compare=False)
-    n: int = field(compare=False)
-    start: Callable[[int], object] = field(compare=False)
-    scope: anyio.CancelScope | None = field(default=None, compare=False)
-    dead: bool = field(default=False, compare=False)
-    started: bool = field(default=False, compare=False)
-
-    @property
-    def gone(self) -> bool:
-        return self.dead or (self.scope is not None and self.scope.cancel_called)
-
-
-Ticket = _Waiter
-
-
 class Executor:
     """Admission, priority, retries and statistics for one engine (see the module docstring)."""
 
@@ -137,7 +75,7 @@ class Executor:
         self._window = window or DEFAULT_WINDOW
         self.in_flight = 0
         self.queued = 0
-        self._heap: list[_Waiter] = []
+        self._heap: list[Ticket] = []
         self._counter = itertools.count()
         self._runs = itertools.count()
         self._rng = random.Random(0)
@@ -259,15 +197,15 @@ class Executor:
                 event.set()
 
     def _enqueue(self, priority: Priority, n: int, start: Callable[[int], object],
-                 scope: anyio.CancelScope | None = None) -> _Waiter:
+                 scope: anyio.CancelScope | None = None) -> Ticket:
         n = max(1, min(n, self._window))
-        waiter = _Waiter(priority.key(self.feeding), next(self._counter), priority, n, start, scope)
+        waiter = Ticket(priority.key(self.feeding), next(self._counter), priority, n, start, scope)
         heapq.heappush(self._heap, waiter)
         self.queued += n
         self._dispatch()
         return waiter
 
-    def _cancel(self, waiter: _Waiter) -> None:
+    def _cancel(self, waiter: Ticket) -> None:
         if not waiter.dead and not waiter.started:
             self.queued -= waiter.n
             waiter.dead = True

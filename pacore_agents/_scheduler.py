@@ -33,11 +33,12 @@ import anyio.abc
 from ._config import RunConfig
 from ._engine import Completion, GenerationRequest, RequestMetadata, SamplingParams
 from ._errors import ConfigError, EngineError
-from ._executor import Executor, Job, Priority, Slots, Ticket
+from ._executor import Executor
 from ._ids import NodeId, ProblemId, Round
 from ._logging import get_logger
 from ._messages import ChatMessage, Problem
 from ._plan import NodePlan, Planner
+from ._priority import Job, Priority, Slots, Ticket
 from ._references import derive_seed
 from ._roles import RoleBook
 from ._topology import Topology

@@ -27,7 +27,7 @@ from pacore_agents import (
     run,
     star,
 )
-from pacore_agents._executor import Priority
+from pacore_agents._priority import Priority
 
 
 def seeded_text(request: GenerationRequest) -> list[str]:

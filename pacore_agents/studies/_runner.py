@@ -41,10 +41,11 @@ from rich.progress import (
 
 from pacore_agents._engine import Completion, Engine, EngineStats, GenerationRequest
 from pacore_agents._errors import EngineError, RunFailedError, unwrap_exception_group
-from pacore_agents._executor import Executor, Priority, executor_for
+from pacore_agents._executor import Executor, executor_for
 from pacore_agents._ids import NodeId
 from pacore_agents._logging import bind_context, get_logger
 from pacore_agents._messages import Problem
+from pacore_agents._priority import Priority
 from pacore_agents._references import derive_seed
 from pacore_agents._run import run
 from pacore_agents._trace import NodeRecord
