@@ -45,7 +45,6 @@ from pacore_agents._engine import (
     EngineInfo,
     EngineStats,
     GenerationRequest,
-    SamplingParams,
     TextCallback,
     Usage,
 )
@@ -54,6 +53,7 @@ from pacore_agents._logging import get_logger, register_secret
 from pacore_agents._wrappers import RetryPolicy, with_retries
 
 from ._endpoints import EndpointPool, display_url
+from ._openai_wire import completions, map_error, sampling_kwargs
 from ._options import DEFAULT_SEQUENCES_PER_ENDPOINT, OpenAIOptions
 from ._server_metrics import MetricsEndpoint, server_stats
 
@@ -215,7 +215,7 @@ class OpenAIEngine(Engine):
                 raise EngineError(f"{name}: listing models timed out after {timeout}s",
                                   retryable=True, endpoint=name) from exc
             except openai.OpenAIError as exc:
-                raise _map_error(exc, name, "listing models") from exc
+                raise map_error(exc, name, "listing models") from exc
             except Exception as exc:  # httpx, ValueError, a malformed page: never a traceback
                 raise EngineError(f"{name}: listing models failed: {type(exc).__name__}: {exc}",
                                   retryable=False, endpoint=name) from exc
@@ -252,7 +252,7 @@ class OpenAIEngine(Engine):
         if self.use_n or request.n == 1:
             with self._pool.in_flight(index):
                 response = await self._call(index, model, request, request.n, self._seed(request))
-            out = _completions(response, request.n, name)
+            out = completions(response, request.n, name)
         else:
             out = await self._separate(index, model, request)
         return out
@@ -267,7 +267,7 @@ class OpenAIEngine(Engine):
         async def one(i: int) -> None:
             try:
                 response = await self._call(index, model, request, 1, None if seed is None else seed + i)
-                results[i] = _completions(response, 1, name)[0]
+                results[i] = completions(response, 1, name)[0]
             except EngineError as exc:
                 errors.append(exc)
                 tg.cancel_scope.cancel()
@@ -284,7 +284,7 @@ class OpenAIEngine(Engine):
         self, index: int, model: str, request: GenerationRequest, n: int, seed: int | None
     ) -> ChatCompletion:
         name = self._names[index]
-        kwargs = _sampling_kwargs(request.sampling, n, seed)
+        kwargs = sampling_kwargs(request.sampling, n, seed)
         if self.server_priority and request.metadata.priority:
             kwargs.setdefault("extra_body", {})["priority"] = request.metadata.priority
         messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
@@ -297,7 +297,7 @@ class OpenAIEngine(Engine):
             raise EngineError(f"{name}: request timed out after {self._timeout}s",
                               retryable=True, endpoint=name) from exc
         except openai.OpenAIError as exc:
-            raise _map_error(exc, name, "chat completion") from exc
+            raise map_error(exc, name, "chat completion") from exc
 
     async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
         """``generate`` for n == 1 as a streamed request (``stream=True``, usage from
@@ -309,7 +309,7 @@ class OpenAIEngine(Engine):
         model = await self.model()
         index = self._pool.assign(str(request.metadata.problem_id))
         name = self._names[index]
-        kwargs = _sampling_kwargs(request.sampling, 1, self._seed(request))
+        kwargs = sampling_kwargs(request.sampling, 1, self._seed(request))
         if self.server_priority and request.metadata.priority:
             kwargs.setdefault("extra_body", {})["priority"] = request.metadata.priority
         messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
@@ -338,7 +338,7 @@ class OpenAIEngine(Engine):
             raise EngineError(f"{name}: request timed out after {self._timeout}s",
                               retryable=True, endpoint=name) from exc
         except openai.OpenAIError as exc:
-            raise _map_error(exc, name, "chat completion") from exc
+            raise map_error(exc, name, "chat completion") from exc
         text = "".join(content)
         details = usage.prompt_tokens_details if usage is not None else None
         return [Completion(
@@ -362,92 +362,3 @@ class OpenAIEngine(Engine):
         self._closed = True
         for client in self._clients:
             await client.close()
-
-
-def _sampling_kwargs(sampling: SamplingParams, n: int, seed: int | None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"n": n}
-    for field in ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty"):
-        value = getattr(sampling, field)
-        if value is not None:
-            kwargs[field] = value
-    if seed is not None:
-        kwargs["seed"] = seed
-    if sampling.stop:
-        kwargs["stop"] = list(sampling.stop)
-    extra: dict[str, Any] = {}
-    if sampling.top_k is not None:
-        extra["top_k"] = sampling.top_k
-    if n > 1:
-        extra["return_token_ids"] = True  # vLLM: per-choice token ids -> exact per-choice usage
-    if extra:
-        kwargs["extra_body"] = extra
-    return kwargs
-
-
-def _map_error(exc: openai.OpenAIError, endpoint: str, what: str) -> EngineError:
-    """An openai error as an ``EngineError`` naming the endpoint and the HTTP status."""
-    if isinstance(exc, openai.APITimeoutError):
-        return EngineError(f"{endpoint}: {what} timed out", retryable=True, endpoint=endpoint)
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__
-        detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
-        return EngineError(f"{endpoint}: {what} failed: connection error{detail}",
-                           retryable=True, endpoint=endpoint)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retryable = status == 429 or status >= 500
-        return EngineError(f"{endpoint}: {what} failed with HTTP {status}: {exc.message}",
-                           retryable=retryable, endpoint=endpoint, status=status)
-    return EngineError(f"{endpoint}: {what} failed: {type(exc).__name__}: {exc}", endpoint=endpoint)
-
-
-def _completions(response: ChatCompletion, n: int, endpoint: str) -> list[Completion]:
-    """The response's choices as n ``Completion``s, with per-choice usage."""
-    choices = sorted(response.choices, key=lambda c: c.index)
-    if len(choices) != n:
-        raise EngineError(
-            f"{endpoint}: asked for n={n} choices, got {len(choices)}; if the server ignores n, "
-            "use use_n=False", endpoint=endpoint)
-    usage = response.usage
-    prompt_tokens = usage.prompt_tokens if usage is not None else 0
-    total_completion = usage.completion_tokens if usage is not None else 0
-    details = usage.prompt_tokens_details if usage is not None else None
-    cached = (details.cached_tokens or 0) if details is not None else 0
-    texts: list[tuple[str, str | None]] = []
-    for choice in choices:
-        extra = choice.message.model_extra or {}
-        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-        texts.append((choice.message.content or "", reasoning if isinstance(reasoning, str) else None))
-    token_ids = [(c.model_extra or {}).get("token_ids") for c in choices]
-    weights = [len(c) + len(r or "") for c, r in texts]
-    if all(isinstance(t, list) for t in token_ids):
-        counts, source = [len(t) for t in token_ids if isinstance(t, list)], "exact"
-    elif usage is None:  # the server reports no usage: the base estimate of 3 chars a token
-        counts, source = [(w + 2) // 3 for w in weights], "estimated"
-    elif n == 1:
-        counts, source = [total_completion], "exact"
-    else:
-        counts, source = _split(total_completion, weights), "estimated"
-    return [
-        Completion(
-            content=content,
-            reasoning=reasoning,
-            finish_reason=choice.finish_reason,
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=count, cached_tokens=cached),
-            notes={"endpoint": endpoint, "model": response.model, "completion_tokens": source},
-        )
-        for choice, (content, reasoning), count in zip(choices, texts, counts, strict=True)
-    ]
-
-
-def _split(total: int, weights: list[int]) -> list[int]:
-    """``total`` split in proportion to ``weights`` (equal if all zero); sums to ``total``."""
-    if sum(weights) == 0:
-        weights = [1] * len(weights)
-    scale = sum(weights)
-    shares = [total * w / scale for w in weights]
-    counts = [int(s) for s in shares]
-    order = sorted(range(len(weights)), key=lambda i: (-(shares[i] - counts[i]), i))
-    for i in order[: total - sum(counts)]:
-        counts[i] += 1
-    return counts

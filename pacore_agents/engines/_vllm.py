@@ -34,7 +34,6 @@ import contextvars
 import gc
 import itertools
 import os
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -57,9 +56,10 @@ from pacore_agents._messages import ChatMessage
 
 from ._embedded import EMBEDDED_MODEL_NAME, resolve_model
 from ._options import VLLMOptions
+from ._vllm_host import cpu_has_native_bf16, map_error, shutdown, split_reasoning
 from ._vllm_stats import VLLMCounters, stat_logger_factory
 
-__all__ = ["VLLMEngine", "split_reasoning"]
+__all__ = ["DEFAULT_CPU_BLOCK_SIZE", "TYPICAL_SEQUENCE_TOKENS", "VLLMEngine", "cpu_has_native_bf16", "split_reasoning"]
 
 log = get_logger("pacore_agents.engines.vllm")
 
@@ -72,29 +72,8 @@ DEFAULT_CPU_KV_CACHE_GB = 1.0
 DEFAULT_CPU_BLOCK_SIZE = 32
 #: the sequence length ``info.max_sequences`` assumes when it bounds the batch by the KV cache
 TYPICAL_SEQUENCE_TOKENS = 1024
-_THINK_END = "</think>"
-_THINK_START = re.compile(r"^\s*<think>")
 #: set by ``generate_stream`` for the request it runs in this task: ``_run`` then streams deltas
 _ON_TEXT: contextvars.ContextVar[TextCallback | None] = contextvars.ContextVar("pacore_on_text", default=None)
-
-
-def split_reasoning(text: str) -> str | None:
-    """The text before the last ``</think>`` (a leading ``<think>`` removed, stripped), or
-    ``None`` if ``text`` has no ``</think>``."""
-    head, sep, _ = text.rpartition(_THINK_END)
-    if not sep:
-        return None
-    return _THINK_START.sub("", head, count=1).strip()
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); False if unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class VLLMEngine(Engine):
@@ -221,13 +200,13 @@ class VLLMEngine(Engine):
             except BaseException as exc:
                 if holder.get("llm") is not None:  # cancelled while the thread finished: undo
                     with anyio.CancelScope(shield=True):
-                        await _shutdown(holder["llm"])
+                        await shutdown(holder["llm"])
                 if isinstance(exc, PacoreError):
                     self._start_error = exc
                 raise
             if self._closed:  # aclose() ran while we were starting
                 with anyio.CancelScope(shield=True):
-                    await _shutdown(holder["llm"])
+                    await shutdown(holder["llm"])
                 raise EngineError("the vLLM engine was closed while starting", retryable=False)
             self._llm = holder.pop("llm")
 
@@ -307,7 +286,7 @@ class VLLMEngine(Engine):
         if llm is None:
             return
         with anyio.CancelScope(shield=True):
-            await _shutdown(llm)
+            await shutdown(llm)
         del llm
         gc.collect()  # finalize the AsyncLLM now, not at interpreter exit (its __del__ is noisy then)
         log.info("vLLM engine shut down")
@@ -444,7 +423,7 @@ class VLLMEngine(Engine):
                 await llm.abort(request_id)
             raise
         except Exception as exc:
-            raise _map_error(exc, llm, request_id) from exc
+            raise map_error(exc, llm, request_id) from exc
         if final is None or not final.finished:
             raise EngineError(f"vLLM request {request_id} ended without a final output", retryable=True)
         return final
@@ -461,59 +440,3 @@ def _capacity(config: Any, max_model_len: int) -> dict[str, Any]:
     return {"block_size": block, "scheduling_policy": str(scheduler.policy),
             "max_num_seqs": max_num_seqs, "kv_cache_tokens": kv_tokens,
             "capacity_sequences": max(1, min(max_num_seqs, kv_tokens // typical))}
-
-
-def _map_error(exc: Exception, llm: Any, request_id: str) -> EngineError:
-    """A vLLM exception as an ``EngineError``: a dead engine or a bad request is final."""
-    if isinstance(exc, EngineError):
-        return exc
-    dead = bool(getattr(llm, "errored", False)) or type(exc).__name__ == "EngineDeadError"
-    client_error = isinstance(exc, ValueError) or any(
-        c.__name__ == "VLLMClientError" for c in type(exc).__mro__)
-    cause = exc.__cause__ if type(exc).__name__ == "EngineGenerateError" and exc.__cause__ else exc
-    what = "the vLLM engine died" if dead else "vLLM rejected the request" if client_error else "vLLM failed"
-    return EngineError(f"{what} ({request_id}): {type(cause).__name__}: {cause}",
-                       retryable=not (dead or client_error))
-
-
-async def _shutdown(llm: Any) -> None:
-    """Stop the output handler on the loop, then shut the engine down in a worker thread."""
-    handler = getattr(llm, "output_handler", None)
-    if handler is not None and not handler.done():
-        handler.cancel()  # else it logs the engine core's exit as an error
-    await anyio.to_thread.run_sync(_shutdown_blocking, llm)
-
-
-def _shutdown_blocking(llm: Any) -> None:
-    """``llm.shutdown()``, then wait until every process it had started is gone (vLLM SIGKILLs
-    a slow engine core after a grace period, but returns before its workers have died)."""
-    import multiprocessing
-
-    import psutil  # type: ignore[import-untyped,unused-ignore]  # a dependency of vLLM
-
-    procs = _engine_processes(llm)
-    try:
-        llm.shutdown()
-    except Exception as exc:  # shutting down must not mask what ended the run
-        log.warning("vLLM shutdown failed", error=f"{type(exc).__name__}: {exc}")
-    _, alive = psutil.wait_procs(procs, timeout=10)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            log.warning("killing a vLLM process that outlived shutdown", pid=proc.pid)
-            proc.kill()
-    psutil.wait_procs(alive, timeout=5)
-    multiprocessing.active_children()  # reap exited engine-core processes (no zombies)
-
-
-def _engine_processes(llm: Any) -> list[Any]:
-    """The engine-core processes this ``AsyncLLM`` started and their descendants (workers)."""
-    import psutil  # type: ignore[import-untyped,unused-ignore]
-
-    manager = getattr(getattr(getattr(llm, "engine_core", None), "resources", None),
-                      "engine_manager", None)
-    found: list[Any] = []
-    for core in getattr(manager, "processes", None) or []:
-        with contextlib.suppress(psutil.Error, ValueError, TypeError):
-            proc = psutil.Process(core.pid)
-            found += [proc, *proc.children(recursive=True)]
-    return found
