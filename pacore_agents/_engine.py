@@ -122,6 +122,16 @@ class EngineStats(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+def prefill_between(before: EngineStats | None, after: EngineStats | None) -> dict[str, int | None]:
+    """Computed and cached prefill tokens from ``before`` to ``after`` (None where either
+    reading lacks the counter)."""
+    out: dict[str, int | None] = {}
+    for name in ("prefill_computed_tokens", "prefill_cached_tokens"):
+        a, b = getattr(before, name, None), getattr(after, name, None)
+        out[name] = None if a is None or b is None else b - a
+    return out
+
+
 TextCallback = Callable[[str], None]
 
 

@@ -83,7 +83,7 @@ class Executor:
         self.runs_active = 0
         self._feeders = 0
         self._starting = 0
-        self._queued_runs: dict[int, bool] = {}
+        self._queued_runs: set[int] = set()
         # statistics
         self._t_last = time.monotonic()
         self._area = 0.0
@@ -150,14 +150,14 @@ class Executor:
 
     def run_queued(self, seq: int) -> None:
         """The run ``seq`` has queued its first work (or will queue none)."""
-        if self._queued_runs.get(seq) is None:
-            self._queued_runs[seq] = True
+        if seq not in self._queued_runs:
+            self._queued_runs.add(seq)
             self._starting -= 1
             self._dispatch()
 
     def end_run(self, seq: int) -> None:
         self.run_queued(seq)
-        self._queued_runs.pop(seq, None)
+        self._queued_runs.discard(seq)
         self.runs_active -= 1
 
     # ---- admission -----------------------------------------------------------------------

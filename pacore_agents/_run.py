@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from ._config import RunConfig
-from ._engine import Completion, Engine, EngineStats
+from ._engine import Completion, Engine, prefill_between
 from ._errors import ConfigError, RunFailedError, unwrap_exception_group
 from ._executor import Executor, executor_for
 from ._ids import NodeId
@@ -156,20 +156,13 @@ async def _run(prob: Problem, topo: Topology, engine: Engine, executor: Executor
     stats = RunStats(
         wall_seconds=time.time() - started, orchestration_seconds=driver.orchestration,
         requests=sum(s.requests for s in driver.summaries), unique_prompt_tokens=driver.unique_prompt_tokens,
-        prefill_computed_tokens=_delta(before, after, "prefill_computed_tokens"),
-        prefill_cached_tokens=_delta(before, after, "prefill_cached_tokens"))
+        **prefill_between(before, after))
     trace = _trace(driver, started, error, engine, config, stats)
     log.info("run finished", problem=prob.id, unit=unit, effective_ttc=trace.effective_ttc, error=error,
              degraded=trace.degraded)
     if error is not None:
         raise RunFailedError(error, trace)
     return RunResult(trace)
-
-
-def _delta(before: EngineStats | None, after: EngineStats | None, name: str) -> int | None:
-    a = getattr(before, name, None) if before is not None else None
-    b = getattr(after, name, None) if after is not None else None
-    return None if a is None or b is None else b - a
 
 
 def run_sync(problem: ProblemLike, topology: TopologyLike = "pacore-low", engine: Engine | None = None,

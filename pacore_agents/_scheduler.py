@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -100,7 +100,6 @@ class _RoundState:
     requests: int = 0
     started: bool = False
     summary: RoundSummary | None = None
-    times: list[tuple[float, float]] = field(default_factory=list)
 
 
 class RunDriver:

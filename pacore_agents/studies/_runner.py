@@ -39,7 +39,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pacore_agents._engine import Completion, Engine, EngineStats, GenerationRequest
+from pacore_agents._engine import (
+    Completion,
+    Engine,
+    EngineStats,
+    GenerationRequest,
+    prefill_between,
+)
 from pacore_agents._errors import EngineError, RunFailedError, unwrap_exception_group
 from pacore_agents._executor import Executor, executor_for
 from pacore_agents._ids import NodeId
@@ -311,8 +317,6 @@ async def _engine_figures(store: ResultStore, engine: Engine, executor: Executor
         "sequences": stats.sequences, "retries": stats.retries,
         "orchestration_seconds": round(stats.orchestration_seconds, 3), "timeline": stats.timeline,
     }
-    for name in ("prefill_computed_tokens", "prefill_cached_tokens"):
-        a, b = getattr(before, name, None), getattr(after, name, None)
-        figures[name] = None if a is None or b is None else b - a
+    figures.update(prefill_between(before, after))
     await store.call(store.set_meta_once, f"engine_figures:{t0:.3f}", json.dumps(figures))
     return figures
