@@ -48,9 +48,9 @@ def instant(request: GenerationRequest) -> list[str]:
     return ["The answer is 42."] * request.n
 
 
-async def one(topology: Topology, limit_s: float) -> tuple[float, float, int, str | None]:
+async def one(topology: Topology, limit_s: float, keep_requests: bool = False) -> tuple[float, float, int, str | None]:
     """(wall seconds, CPU seconds of this process, nodes done, error)."""
-    engine = FunctionEngine(instant, name="instant")
+    engine = FunctionEngine(instant, name="instant", keep_requests=keep_requests)
     config = RunConfig(sampling=SamplingParams(max_tokens=16), timeout=limit_s)
     start, cpu = time.perf_counter(), time.process_time()
     try:
@@ -63,14 +63,15 @@ async def one(topology: Topology, limit_s: float) -> tuple[float, float, int, st
     return time.perf_counter() - start, time.process_time() - cpu, nodes, error
 
 
-def measure(width: int, rounds: int, timeout: float, profile: bool = False) -> dict[str, Any]:
+def measure(width: int, rounds: int, timeout: float, profile: bool = False,
+            keep_requests: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     topology = ring(width, rounds)
     build = time.perf_counter() - t0
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         profiler.enable()
-    wall, cpu, nodes, error = anyio.run(one, topology, timeout)
+    wall, cpu, nodes, error = anyio.run(one, topology, timeout, keep_requests)
     row: dict[str, Any] = {"agents": width, "rounds": rounds, "nodes": width * rounds + 1,
                            "build_s": round(build, 3), "run_s": round(wall, 3), "run_cpu_s": round(cpu, 3),
                            "nodes_done": nodes,
@@ -91,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     parser.add_argument("--profile", action="store_true", help="cProfile the largest size")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
+    parser.add_argument("--keep-requests", action="store_true",
+                        help="the engine keeps its log of every request (FunctionEngine's test default)")
     parser.add_argument("--no-gc", action="store_true",
                         help="what-if: run with the cyclic garbage collector disabled (its share of the time)")
     args = parser.parse_args(argv)
@@ -105,10 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --sizes and --rounds must be positive integers", file=sys.stderr)
         return 2
     rows = []
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; gc {'off' if args.no_gc else 'on'}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; gc {'off' if args.no_gc else 'on'}; "
+          f"engine request log {'kept' if args.keep_requests else 'off'}")
     print(f"{'agents x rounds':>16}{'nodes':>9}{'build s':>9}{'run s':>9}{'run CPU s':>11}{'us/node':>10}  status")
     for size in sizes:
-        row = measure(size, args.rounds, args.timeout, profile=args.profile and size == max(sizes))
+        row = measure(size, args.rounds, args.timeout, profile=args.profile and size == max(sizes),
+                      keep_requests=args.keep_requests)
         rows.append(row)
         status = "ok" if row["error"] is None else f"FAILED: {row['error'][:80]}"
         print(f"{size:>9} x {args.rounds:<5}{row['nodes']:>9,}{row['build_s']:>9.2f}{row['run_s']:>9.2f}"

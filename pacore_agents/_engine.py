@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._ids import NodeId, ProblemId, Round
 from ._messages import ChatMessage
+from ._trusted import Trusted
 
 
 class SamplingParams(BaseModel):
@@ -66,6 +67,11 @@ class GenerationRequest(BaseModel):
     n: int = Field(default=1, ge=1)
     sampling: SamplingParams = SamplingParams()
     metadata: RequestMetadata = RequestMetadata()
+
+
+TRUSTED_SAMPLING = Trusted(SamplingParams)
+TRUSTED_METADATA = Trusted(RequestMetadata)
+TRUSTED_REQUEST = Trusted(GenerationRequest)
 
 
 class Usage(BaseModel):

@@ -33,7 +33,7 @@ import itertools
 import random
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import anyio
@@ -44,7 +44,7 @@ from pydantic import BaseModel
 from ._engine import Completion, Engine, GenerationRequest, TextCallback
 from ._errors import EngineError
 from ._logging import get_logger
-from ._priority import Job, Priority, Slots, Ticket
+from ._priority import Job, Priority, PriorityKey, Slots, Ticket
 from ._wrappers import RetryPolicy, with_attempts, with_retries
 
 log = get_logger("pacore_agents.executor")
@@ -75,7 +75,7 @@ class Executor:
         self._window = window or DEFAULT_WINDOW
         self.in_flight = 0
         self.queued = 0
-        self._heap: list[Ticket] = []
+        self._heap: list[tuple[PriorityKey, int, Ticket]] = []
         self._counter = itertools.count()
         self._runs = itertools.count()
         self._rng = random.Random(0)
@@ -84,6 +84,9 @@ class Executor:
         self._feeders = 0
         self._starting = 0
         self._queued_runs: set[int] = set()
+        # ``_job`` takes over work admitted for its own group while it releases (``_dispatch``)
+        self._handoff_tg: anyio.abc.TaskGroup | None = None
+        self._handoff: tuple[Job, int] | None = None
         # statistics
         self._t_last = time.monotonic()
         self._area = 0.0
@@ -131,8 +134,9 @@ class Executor:
         was = self.feeding
         self._feeders = count
         if was != self.feeding:  # re-order what waits under the new policy
-            for waiter in self._heap:
+            for _, _, waiter in self._heap:
                 waiter.key = waiter.priority.key(self.feeding)
+            self._heap = [(w.key, w.seq, w) for _, _, w in self._heap]
             heapq.heapify(self._heap)
             self._dispatch()
 
@@ -176,36 +180,52 @@ class Executor:
                 self._timeline = self._timeline[::2]
 
     def _dispatch(self) -> None:
-        while self._heap:
-            head = self._heap[0]
+        heap = self._heap
+        while heap:
+            head = heap[0][2]
             if head.gone:
-                heapq.heappop(self._heap)
+                heapq.heappop(heap)
                 if not head.dead:
                     self.queued -= head.n
                     head.dead = True
+                head.leave()
                 continue
             if self.in_flight and self.in_flight + head.n > self._window:
                 break
-            heapq.heappop(self._heap)
+            heapq.heappop(heap)
             self.queued -= head.n
             self._account(head.n)
             head.started = True
-            head.start(head.n)
+            head.leave()
+            if head.job is not None:
+                assert head.tg is not None
+                if head.tg is self._handoff_tg and self._handoff is None:
+                    self._handoff = (head.job, head.n)  # the job ending in this group runs it next
+                else:
+                    head.tg.start_soon(self._job, head.job, head.n, head.tg)
+                head.job = head.tg = None
+            elif head.start is not None:
+                head.start(head.n)
         if self._room and self.queued + self._starting < self._window:
             events, self._room = self._room, []
             for event in events:
                 event.set()
 
-    def _enqueue(self, priority: Priority, n: int, start: Callable[[int], object],
-                 scope: anyio.CancelScope | None = None) -> Ticket:
+    def _enqueue(self, priority: Priority, n: int, start: Callable[[int], object] | None = None, *,
+                 job: Job | None = None, tg: anyio.abc.TaskGroup | None = None,
+                 owner: set[Ticket] | None = None) -> Ticket:
         n = max(1, min(n, self._window))
-        waiter = Ticket(priority.key(self.feeding), next(self._counter), priority, n, start, scope)
-        heapq.heappush(self._heap, waiter)
+        waiter = Ticket(priority.key(self.feeding), next(self._counter), priority, n, start, job=job, tg=tg,
+                        owner=owner)
+        if owner is not None:
+            owner.add(waiter)
+        heapq.heappush(self._heap, (waiter.key, waiter.seq, waiter))
         self.queued += n
         self._dispatch()
         return waiter
 
     def _cancel(self, waiter: Ticket) -> None:
+        waiter.leave()
         if not waiter.dead and not waiter.started:
             self.queued -= waiter.n
             waiter.dead = True
@@ -217,26 +237,45 @@ class Executor:
             self._account(-n)
             self._dispatch()
 
-    def submit(self, tg: anyio.abc.TaskGroup, priority: Priority, n: int, job: Job) -> Ticket:
+    def submit(self, tg: anyio.abc.TaskGroup, priority: Priority, n: int, job: Job,
+               queued: set[Ticket]) -> Ticket:
         """Start ``job(slots)`` in ``tg`` once ``n`` sequences are admitted. The job passes
         ``slots`` to ``generate``; whatever it still holds when it ends is released. If ``tg`` is
-        cancelled first, the job is dropped and holds nothing. The caller must ``withdraw`` its
-        tickets before ``tg`` closes (a closed group cannot start the job)."""
-        return self._enqueue(priority, n, lambda admitted: tg.start_soon(self._job, job, admitted),
-                             tg.cancel_scope)
+        cancelled first, the job is dropped and holds nothing. The ticket stays in ``queued``
+        until it starts or is dropped; the caller must ``withdraw`` what is
+        left there before ``tg`` closes (a closed group cannot start the job)."""
+        return self._enqueue(priority, n, job=job, tg=tg, owner=queued)
 
-    def withdraw(self, tickets: list[Ticket]) -> None:
+    def withdraw(self, tickets: Iterable[Ticket]) -> None:
         """Drop queued work that has not started (e.g. its run ended or was cancelled)."""
-        for ticket in tickets:
+        for ticket in list(tickets):
             self._cancel(ticket)
 
-    async def _job(self, job: Job, admitted: int) -> None:
-        slots = Slots(admitted)
-        try:
-            await checkpoint_if_cancelled()  # cancelled while queued: send nothing
-            await job(slots)
-        finally:
-            self.release(slots.take())
+    async def _job(self, job: Job, admitted: int, tg: anyio.abc.TaskGroup) -> None:
+        """Run ``job``; then, while the release of its slots admits work of the same task group,
+        run that in this task too (one task carries on instead of one task per request: the
+        same group and cancel scope, so the same structure)."""
+        first = True
+        while True:
+            slots = Slots(admitted)
+            try:
+                if first:
+                    await checkpoint_if_cancelled()  # cancelled while queued: send nothing
+                else:
+                    await checkpoint()  # let other tasks run between jobs
+                await job(slots)
+            except BaseException:
+                self.release(slots.take())
+                raise
+            self._handoff_tg = tg
+            try:
+                self.release(slots.take())
+            finally:
+                handoff, self._handoff, self._handoff_tg = self._handoff, None, None
+            if handoff is None:
+                return
+            job, admitted = handoff
+            first = False
 
     async def acquire(self, priority: Priority, n: int) -> int:
         """Wait for admission of ``n`` sequences; return how many were admitted (see window)."""

@@ -15,8 +15,10 @@ from typing import cast
 
 from ._engine import Completion, Engine, EngineInfo, GenerationRequest, Usage
 from ._errors import ConfigError, EngineError
+from ._trusted import Trusted
 
 HandlerResult = Sequence[str | Completion]
+_COMPLETION, _USAGE = Trusted(Completion), Trusted(Usage)
 Handler = Callable[[GenerationRequest], HandlerResult | Awaitable[HandlerResult]]
 
 
@@ -24,16 +26,19 @@ class FunctionEngine(Engine):
     """An engine whose generations come from a Python function."""
 
     def __init__(self, handler: Handler, *, name: str = "function", max_context: int | None = None,
-                 max_sequences: int | None = None, split_samples: bool = False):
+                 max_sequences: int | None = None, split_samples: bool = False, keep_requests: bool = True):
         """``max_sequences``: the capacity this engine reports (the executor's window); None
         lets the executor use its default. ``split_samples``: receive one request per sample
-        (see ``Engine.split_samples``)."""
+        (see ``Engine.split_samples``). ``keep_requests``: append every request received to
+        ``requests`` (for tests); turn it off for long simulations, where the log would hold
+        every request for the engine's life."""
         self.split_samples = split_samples
         self._handler = handler
         self._name = name
         self._max_context = max_context
         self._max_sequences = max_sequences
         self.requests: list[GenerationRequest] = []
+        self.keep_requests = keep_requests
 
     @property
     def info(self) -> EngineInfo:
@@ -51,7 +56,8 @@ class FunctionEngine(Engine):
         return " ".join(words[len(words) - max_tokens :]) if max_tokens > 0 else ""
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        self.requests.append(request)
+        if self.keep_requests:
+            self.requests.append(request)
         try:
             result = self._handler(request)
             if inspect.isawaitable(result):
@@ -69,11 +75,11 @@ class FunctionEngine(Engine):
             if isinstance(item, Completion):
                 out.append(item)
             else:
-                out.append(Completion(
-                    content=str(item),
-                    finish_reason="stop",
-                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=self.count_tokens(str(item))),
-                ))
+                text = str(item)
+                out.append(_COMPLETION.build({
+                    "content": text, "finish_reason": "stop",
+                    "usage": _USAGE.build({"prompt_tokens": prompt_tokens,
+                                           "completion_tokens": self.count_tokens(text)})}))
         return out
 
     @classmethod

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._errors import ConfigError
 from ._ids import ProblemId
+from ._trusted import Trusted
 
 ChatRole = Literal["system", "user", "assistant", "tool"]
 
@@ -21,6 +22,9 @@ class ChatMessage(BaseModel):
 
     role: ChatRole
     content: str
+
+
+_TRUSTED_MESSAGE = Trusted(ChatMessage)
 
 
 class Problem(BaseModel):
@@ -60,7 +64,7 @@ class Problem(BaseModel):
         """The messages with the last user message's content replaced by ``content``."""
         idx = self.last_user_index
         msgs = list(self.messages)
-        msgs[idx] = ChatMessage(role="user", content=content)
+        msgs[idx] = _TRUSTED_MESSAGE.build({"role": "user", "content": content})
         return tuple(msgs)
 
     @classmethod

@@ -26,7 +26,7 @@ MESSAGE_OVERHEAD = 8
 REFERENCE_OVERHEAD = 8
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NodePlan:
     """What a node will send: prompt, sampling, and the references it saw (prompt order)."""
 
@@ -80,10 +80,12 @@ class Planner:
         if not sources:
             ctx = PromptContext(self.problem, node, self.topology.num_rounds, [])
             return NodePlan(node, role, sampling, role.build_prompt(ctx))
-        refs = [Reference(src, applied[src].content if applied[src].ok else None, applied[src].message)
-                for src in sources]
+        refs = []
+        for src in sources:
+            record = applied[src]
+            refs.append(Reference(src, record.content if record.ok else None, record.message))
         ordered = order_references(refs, self.config.order, seed=self.config.seed, node=node)
-        missing = tuple(str(ref.source) for ref in refs if not applied[ref.source].ok)
+        missing = tuple(str(ref.source) for ref in refs if ref.raw is None)  # raw is None: not ok
         prompt, cuts = self._fit(node, role, sampling, ordered)
         return NodePlan(node, role, sampling, prompt, tuple(str(r.source) for r in ordered), missing,
                         tuple(cuts))
@@ -94,8 +96,8 @@ class Planner:
         """Cut references to ``max_message_tokens`` and, if the context is known, until the
         prompt plus the generation reserve fits (longest first, keeping their ends)."""
         rounds = self.topology.num_rounds
-        available = self._available_tokens(role, PromptContext(self.problem, node, rounds, []), sampling,
-                                           len(ordered))
+        available = None if self._context is None else self._available_tokens(
+            role, PromptContext(self.problem, node, rounds, []), sampling, len(ordered))
         if available is None and self.config.max_message_tokens is None:
             messages = [ref.message or "" for ref in ordered]
             return role.build_prompt(PromptContext(self.problem, node, rounds, messages)), []

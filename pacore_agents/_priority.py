@@ -9,14 +9,15 @@ are the sequences a started job holds.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
+import anyio.abc
 
 PriorityKey = tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Priority:
     """Where work stands: its round, the rounds after it (0 for the sink), its run's start
     order, then node order (``rest``)."""
@@ -54,19 +55,28 @@ class Slots:
 Job = Callable[[Slots], Awaitable[None]]
 
 
-
-
-@dataclass(order=True)
 class Ticket:
-    key: PriorityKey
-    seq: int
-    priority: Priority = field(compare=False)
-    n: int = field(compare=False)
-    start: Callable[[int], object] = field(compare=False)
-    scope: anyio.CancelScope | None = field(default=None, compare=False)
-    dead: bool = field(default=False, compare=False)
-    started: bool = field(default=False, compare=False)
+    """One piece of queued work, started when ``n`` sequences are admitted: ``job`` in the task
+    group ``tg`` (``Executor.submit``; dropped if ``tg`` is cancelled first), or ``start(n)``.
+    ``owner`` (the submitter's set of queued tickets) holds it until it starts or is dropped.
+    Identity-hashed; the executor's heap orders ``(key, seq, ticket)`` entries."""
+
+    __slots__ = ("dead", "job", "key", "n", "owner", "priority", "seq", "start", "started", "tg")
+
+    def __init__(self, key: PriorityKey, seq: int, priority: Priority, n: int,
+                 start: Callable[[int], object] | None = None, *, job: Job | None = None,
+                 tg: anyio.abc.TaskGroup | None = None, owner: set[Ticket] | None = None) -> None:
+        self.key, self.seq, self.priority, self.n = key, seq, priority, n
+        self.start, self.job, self.tg, self.owner = start, job, tg, owner
+        self.dead = False
+        self.started = False
 
     @property
     def gone(self) -> bool:
-        return self.dead or (self.scope is not None and self.scope.cancel_called)
+        return self.dead or (self.tg is not None and self.tg.cancel_scope.cancel_called)
+
+    def leave(self) -> None:
+        """Out of its owner's queued set, and holding no reference to its work."""
+        if self.owner is not None:
+            self.owner.discard(self)
+            self.owner = None

@@ -38,7 +38,7 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reference:
     """One input of a node: the in-neighbour, its raw content (None if it failed), its message."""
 

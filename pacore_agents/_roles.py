@@ -96,7 +96,7 @@ def compile_template(source: str, *, what: str = "template") -> jinja2.Template:
         raise ConfigError(f"{what}: bad Jinja2 syntax at line {exc.lineno}: {exc.message}") from exc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PromptContext:
     """What a role sees when it builds a prompt. ``references`` are compacted messages in the
     order they appear in the prompt."""
@@ -123,24 +123,33 @@ class Role:
     sampling: SamplingParams | None = None
     description: str = ""
     _compiled: jinja2.Template | None = field(default=None, init=False, repr=False, compare=False)
+    _globals: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.compaction not in COMPACTORS:
             raise ConfigError(f"role {self.name!r}: unknown compaction {self.compaction!r}: use {sorted(COMPACTORS)}")
         if self.template is not None:
             self._compiled = compile_template(self.template, what=f"role {self.name!r} template")
+            self._globals = dict(self._compiled.globals)
 
     def render(self, ctx: PromptContext) -> str:
-        assert self._compiled is not None
-        variables: Mapping[str, Any] = {
+        """``Template.render`` with the template's globals flattened once (Jinja re-flattens
+        its chain of globals on every render: more than the rendering itself here)."""
+        template = self._compiled
+        assert template is not None
+        context = template.new_context({
+            **self._globals,
             "original_prompt": ctx.problem.statement,
             "ref_responses": list(ctx.references),
             "round": ctx.node.round,
             "agent": ctx.node.agent,
             "num_rounds": ctx.num_rounds,
-        }
+        }, shared=True)
         try:
-            return self._compiled.render(**variables)
+            try:
+                return template.environment.concat(template.root_render_func(context))
+            except Exception:
+                template.environment.handle_exception()
         except jinja2.TemplateError as exc:
             raise ConfigError(f"role {self.name!r}: template failed on node {ctx.node}: {exc}") from exc
 

@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,14 +31,21 @@ import anyio
 import anyio.abc
 
 from ._config import RunConfig
-from ._engine import Completion, GenerationRequest, RequestMetadata, SamplingParams
+from ._engine import (
+    TRUSTED_METADATA,
+    TRUSTED_REQUEST,
+    TRUSTED_SAMPLING,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+)
 from ._errors import ConfigError, EngineError
 from ._executor import Executor
 from ._ids import NodeId, ProblemId, Round
 from ._logging import get_logger
 from ._messages import ChatMessage, Problem
 from ._plan import NodePlan, Planner
-from ._priority import Job, Priority, Slots, Ticket
+from ._priority import Priority, Slots, Ticket
 from ._references import derive_seed
 from ._roles import RoleBook
 from ._topology import Topology
@@ -67,7 +74,7 @@ class RunObserver(Protocol):
         """Every node of the round is final."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MergeGroup:
     """Nodes of one round with the same in-neighbours and role: they become ready together."""
 
@@ -84,7 +91,7 @@ def merge_groups(topology: Topology, planner: Planner) -> list[MergeGroup]:
     return [MergeGroup(key[0], tuple(nodes)) for key, nodes in groups.items()]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     """One logical request: ``plans[i]`` is sample i."""
 
@@ -94,12 +101,25 @@ class _Request:
     sampling: SamplingParams
 
 
-@dataclass
+@dataclass(slots=True)
 class _RoundState:
     left: int
     requests: int = 0
     started: bool = False
     summary: RoundSummary | None = None
+
+
+class _NodeJob:
+    """The executor's job for one request of a run (an object, not a closure: thousands wait)."""
+
+    __slots__ = ("driver", "first", "plans", "priority", "req")
+
+    def __init__(self, driver: RunDriver, req: _Request, plans: list[NodePlan], first: int,
+                 priority: Priority) -> None:
+        self.driver, self.req, self.plans, self.first, self.priority = driver, req, plans, first, priority
+
+    async def __call__(self, slots: Slots) -> None:
+        await self.driver.execute(self.req, self.plans, self.first, self.priority, slots)
 
 
 class RunDriver:
@@ -117,7 +137,9 @@ class RunDriver:
         unknown = sorted(set(self.precomputed) - set(topology.graph.nodes))
         if unknown:
             raise ConfigError(f"precomputed completion for node {unknown[0]}, which is not in the topology")
-        self.groups = merge_groups(topology, self.planner)  # also checks every role exists
+        # each group's nodes (the MergeGroup objects themselves are not kept: a large run has
+        # ~one group per node, and every long-lived object costs the garbage collector)
+        self.groups = [g.nodes for g in merge_groups(topology, self.planner)]  # also checks every role exists
         self.records: dict[NodeId, NodeRecord] = {}
         self.plans: dict[NodeId, NodePlan] = {}
         self.sent: dict[NodeId, float] = {}
@@ -128,10 +150,10 @@ class RunDriver:
         self._run_seq = executor.new_run() if run_seq is None else run_seq
         self._rounds = [_RoundState(left=w) for w in topology.widths]
         self._pending: dict[int, int] = {}
-        self._waiting_node: dict[NodeId, list[int]] = {}
+        self._waiting_node: dict[NodeId, tuple[int, ...]] = {}
         self._waiting_round: dict[int, list[int]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
-        self._tickets: list[Ticket] = []
+        self._queued: set[Ticket] = set()
         self._left = len(topology.nodes())
         self._done = anyio.Event()
 
@@ -144,17 +166,21 @@ class RunDriver:
         """Run every node; returns when all are applied or the run failed (``failure``)."""
         rounds_mode = self.config.mode == "rounds"
         ready: list[int] = []
-        for i, group in enumerate(self.groups):
-            if group.round == 1:
+        waiting_node: dict[NodeId, list[int]] = {}
+        for i, nodes in enumerate(self.groups):
+            round_ = nodes[0].round
+            if round_ == 1:
                 ready.append(i)
             elif rounds_mode:
                 self._pending[i] = 1
-                self._waiting_round.setdefault(group.round - 1, []).append(i)
+                self._waiting_round.setdefault(round_ - 1, []).append(i)
             else:
-                deps = self.topology.inputs(group.nodes[0])
+                deps = self.topology.inputs(nodes[0])
                 self._pending[i] = len(deps)
                 for dep in deps:
-                    self._waiting_node.setdefault(dep, []).append(i)
+                    waiting_node.setdefault(dep, []).append(i)
+        # tuples of ints: the garbage collector stops tracking them
+        self._waiting_node = {dep: tuple(groups) for dep, groups in waiting_node.items()}
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -164,9 +190,9 @@ class RunDriver:
                     self._ready(i)
                 self.executor.run_queued(self._run_seq)
         finally:
-            self.executor.withdraw(self._tickets)
+            self.executor.withdraw(self._queued)
 
-    def _release(self, waiting: list[int] | None) -> None:
+    def _release(self, waiting: Sequence[int] | None) -> None:
         for i in waiting or ():
             self._pending[i] -= 1
             if self._pending[i] == 0:
@@ -176,10 +202,11 @@ class RunDriver:
     def _ready(self, index: int) -> None:
         """Plan a ready merge group and submit its requests (precomputed nodes apply at once)."""
         t0 = time.perf_counter()
-        group = self.groups[index]
+        nodes = self.groups[index]
+        round_ = nodes[0].round
         requests: dict[_RequestKey, list[NodePlan]] = {}
         now_applied: list[NodePlan] = []
-        for node in group.nodes:
+        for node in nodes:
             plan = self.planner.plan(node, self.records)
             self.plans[node] = plan
             if node in self.precomputed:
@@ -187,12 +214,12 @@ class RunDriver:
                 continue
             solo = None if self.config.merge_identical and plan.sampling.seed is None else node
             requests.setdefault((plan.prompt, plan.sampling, solo), []).append(plan)
-        state = self._rounds[group.round - 1]
+        state = self._rounds[round_ - 1]
         state.requests += len(requests)
         if not state.started:
             state.started = True
             if self.observer is not None:
-                self.observer.round_started(group.round, len(self.topology.nodes(group.round)), len(requests))
+                self.observer.round_started(round_, len(self.topology.nodes(round_)), len(requests))
         for (_, sampling, _), plans in requests.items():
             seed = sampling.seed
             if self.config.seed is not None and seed is None:
@@ -213,11 +240,13 @@ class RunDriver:
         seed = None if req.seed is None else req.seed + first
         node = plans[0].node
         # built from validated parts without re-validation: one per request, on the hot path
-        return GenerationRequest.model_construct(
-            messages=plans[0].prompt, n=len(plans), sampling=req.sampling.model_copy(update={"seed": seed}),
-            metadata=RequestMetadata.model_construct(
-                problem_id=ProblemId(self.problem.id), round=Round(node.round), nodes=tuple(p.node for p in plans),
-                unit=self.unit, priority=priority.engine_priority(self.executor.feeding)))
+        sampling = req.sampling if seed == req.sampling.seed else TRUSTED_SAMPLING.copy(req.sampling, seed=seed)
+        return TRUSTED_REQUEST.build({
+            "messages": plans[0].prompt, "n": len(plans), "sampling": sampling,
+            "metadata": TRUSTED_METADATA.build({
+                "problem_id": ProblemId(self.problem.id), "round": Round(node.round),
+                "nodes": tuple(p.node for p in plans), "unit": self.unit,
+                "priority": priority.engine_priority(self.executor.feeding)})})
 
     def _submit(self, req: _Request) -> None:
         assert self._tg is not None
@@ -226,41 +255,41 @@ class RunDriver:
         if self.executor.split and len(req.plans) > 1:
             for i, plan in enumerate(req.plans):
                 pri = Priority(first.round, remaining, self._run_seq, (first.agent, i))
-                self._tickets.append(self.executor.submit(self._tg, pri, 1, self._job(req, [plan], i, pri)))
+                self.executor.submit(self._tg, pri, 1, _NodeJob(self, req, [plan], i, pri), self._queued)
         else:
             pri = Priority(first.round, remaining, self._run_seq, (first.agent,))
-            self._tickets.append(self.executor.submit(self._tg, pri, len(req.plans), self._job(req, req.plans, 0, pri)))
+            self.executor.submit(self._tg, pri, len(req.plans), _NodeJob(self, req, req.plans, 0, pri), self._queued)
 
     # ---- execute -----------------------------------------------------------------------
-    def _job(self, req: _Request, plans: list[NodePlan], first: int, priority: Priority) -> Job:
-        async def job(slots: Slots) -> None:
-            request = self._engine_request(req, plans, first, priority)
-            sink = self.topology.sink
-            on_text = getattr(self.observer, "sink_text", None) if plans[0].node == sink else None
-            started = time.time()
-            for plan in plans:
-                self.sent[plan.node] = started
-            try:
-                out = await self.executor.generate(request, priority=priority, retry=self.config.retry, slots=slots,
-                                                   on_text=on_text)
-            except EngineError as exc:
-                ended = time.time()
-                log.warning("node failed", problem=self.problem.id, unit=self.unit,
-                            nodes=[str(p.node) for p in plans], error=exc.describe())
-                for i, plan in enumerate(plans):
-                    self._apply(plan, None, exc, req=req, sample=first + i, times=(started, ended))
-                if self.observer is not None:
-                    self.observer.request_finished(plans[0].node.round, len(plans), 0, True)
-                return
+    async def execute(self, req: _Request, plans: list[NodePlan], first: int, priority: Priority,
+                      slots: Slots) -> None:
+        """Send ``plans`` (samples ``first``.. of ``req``) within ``slots``; apply the results."""
+        request = self._engine_request(req, plans, first, priority)
+        sink = self.topology.sink
+        on_text = getattr(self.observer, "sink_text", None) if plans[0].node == sink else None
+        started = time.time()
+        for plan in plans:
+            self.sent[plan.node] = started
+        try:
+            out = await self.executor.generate(request, priority=priority, retry=self.config.retry, slots=slots,
+                                               on_text=on_text)
+        except EngineError as exc:
             ended = time.time()
-            if first == 0:
-                self.unique_prompt_tokens += out[0].usage.prompt_tokens
-            for i, (plan, completion) in enumerate(zip(plans, out, strict=True)):
-                self._apply(plan, completion, None, req=req, sample=first + i, times=(started, ended))
+            log.warning("node failed", problem=self.problem.id, unit=self.unit,
+                        nodes=[str(p.node) for p in plans], error=exc.describe())
+            for i, plan in enumerate(plans):
+                self._apply(plan, None, exc, req=req, sample=first + i, times=(started, ended))
             if self.observer is not None:
-                tokens = sum(c.usage.completion_tokens for c in out)
-                self.observer.request_finished(plans[0].node.round, len(plans), tokens, False)
-        return job
+                self.observer.request_finished(plans[0].node.round, len(plans), 0, True)
+            return
+        ended = time.time()
+        if first == 0:
+            self.unique_prompt_tokens += out[0].usage.prompt_tokens
+        for i, (plan, completion) in enumerate(zip(plans, out, strict=True)):
+            self._apply(plan, completion, None, req=req, sample=first + i, times=(started, ended))
+        if self.observer is not None:
+            tokens = sum(c.usage.completion_tokens for c in out)
+            self.observer.request_finished(plans[0].node.round, len(plans), tokens, False)
 
     # ---- apply -------------------------------------------------------------------------
     def _apply(self, plan: NodePlan, completion: Completion | None, error: EngineError | None, *,

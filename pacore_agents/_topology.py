@@ -102,10 +102,17 @@ class Topology:
         return Topology(graph, self.name, self.description, self.params, self.roles)
 
     def node_link(self) -> dict[str, Any]:
-        """JSON-ready node-link data (node ids as ``r1.a0`` strings)."""
-        relabeled = nx.relabel_nodes(self.graph, {n: str(n) for n in self.graph.nodes})
-        data: dict[str, Any] = nx.node_link_data(relabeled, edges="edges")
-        return data
+        """JSON-ready node-link data (node ids as ``r1.a0`` strings): exactly
+        ``nx.node_link_data(relabeled graph, edges="edges")``, built in one pass (every trace
+        carries it)."""
+        graph = self.graph
+        return {
+            "directed": True,
+            "multigraph": False,
+            "graph": dict(graph.graph),
+            "nodes": [{**attrs, "id": str(n)} for n, attrs in graph.nodes(data=True)],
+            "edges": [{**attrs, "source": str(u), "target": str(v)} for u, v, attrs in graph.edges(data=True)],
+        }
 
 
 def widths_of(graph: nx.DiGraph) -> list[int]:
@@ -163,11 +170,16 @@ def _check_width(value: object, what: str) -> int:
     return value
 
 
-def _with_sink_round(graph: nx.DiGraph, last_round: int) -> None:
-    sink = NodeId.of(last_round + 1, 0)
-    graph.add_node(sink)
-    for node in [n for n in graph.nodes if n.round == last_round]:
-        graph.add_edge(node, sink)
+def _layered(widths: Sequence[int]) -> tuple[nx.DiGraph, list[list[NodeId]]]:
+    """A graph with the nodes of rounds of ``widths`` and no edge, and its ids by round
+    (``ids[r][a]``; ``ids[0]`` is empty). Builders take every edge end from ``ids``, so the graph
+    holds one ``NodeId`` object per node: a large topology is then a third of the objects (and
+    of the garbage collector's work during a run)."""
+    ids: list[list[NodeId]] = [[]] + [[NodeId.of(r, a) for a in range(w)] for r, w in enumerate(widths, start=1)]
+    graph = nx.DiGraph()
+    for row in ids:
+        graph.add_nodes_from(row)
+    return graph, ids
 
 
 def all_to_all(widths: Sequence[int], *, name: str = "all-to-all") -> Topology:
@@ -176,13 +188,9 @@ def all_to_all(widths: Sequence[int], *, name: str = "all-to-all") -> Topology:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths:
         raise TopologyError(f"widths must be a non-empty list of positive integers, got {widths!r}")
     ws = [_check_width(w, f"width of round {i + 1}") for i, w in enumerate(widths)] + [1]
-    graph = nx.DiGraph()
-    for r, w in enumerate(ws, start=1):
-        graph.add_nodes_from(NodeId.of(r, a) for a in range(w))
+    graph, ids = _layered(ws)
     for r, (w_prev, w_next) in enumerate(pairwise(ws), start=1):
-        graph.add_edges_from(
-            (NodeId.of(r, a), NodeId.of(r + 1, b)) for a in range(w_prev) for b in range(w_next)
-        )
+        graph.add_edges_from((ids[r][a], ids[r + 1][b]) for a in range(w_prev) for b in range(w_next))
     return Topology(graph, name, f"all-to-all, widths {list(widths)} + sink", {"widths": list(widths)})
 
 
@@ -198,8 +206,7 @@ def ring(width: int, rounds: int, radius: int = 1, *, name: str = "ring") -> Top
     for i in range(width):
         for d in range(-radius, radius + 1):
             comm.add_edge((i + d) % width, i)
-    topo = from_graph(comm, rounds, name=name)
-    return Topology(topo.graph, name, f"ring of {width}, radius {radius}, {rounds} rounds + sink",
+    return Topology(_unrolled(comm, rounds), name, f"ring of {width}, radius {radius}, {rounds} rounds + sink",
                     {"width": width, "rounds": rounds, "radius": radius})
 
 
@@ -212,11 +219,9 @@ def hierarchical(branching: Sequence[int], *, name: str = "hierarchical") -> Top
     ws = [1]
     for b in reversed(bs):
         ws.insert(0, ws[0] * b)
-    graph = nx.DiGraph()
-    for r, w in enumerate(ws, start=1):
-        graph.add_nodes_from(NodeId.of(r, a) for a in range(w))
+    graph, ids = _layered(ws)
     for r, b in enumerate(bs, start=1):
-        graph.add_edges_from((NodeId.of(r, a), NodeId.of(r + 1, a // b)) for a in range(ws[r - 1]))
+        graph.add_edges_from((ids[r][a], ids[r + 1][a // b]) for a in range(ws[r - 1]))
     return Topology(graph, name, f"hierarchical, branching {bs}: widths {ws}", {"branching": bs})
 
 
@@ -230,8 +235,7 @@ def star(width: int, rounds: int = 2, *, name: str = "star") -> Topology:
         comm.add_edge(i, 0)
         comm.add_edge(0, i)
         comm.add_edge(i, i)
-    topo = from_graph(comm, rounds, name=name)
-    return Topology(topo.graph, name, f"star of {width} (hub 0), {rounds} rounds + sink",
+    return Topology(_unrolled(comm, rounds), name, f"star of {width} (hub 0), {rounds} rounds + sink",
                     {"width": width, "rounds": rounds})
 
 
@@ -243,20 +247,28 @@ def from_graph(
     Agents are ``comm``'s nodes in sorted order (any sortable labels); ``roles`` maps a label to
     the role it plays in rounds 2..``rounds`` (in round 1 nobody has heard anything yet, so
     every agent explores)."""
+    graph = _unrolled(comm, rounds, roles)
+    return Topology(graph, name, f"{name}: {comm.number_of_nodes()} agents, {rounds} rounds + sink",
+                    {"rounds": rounds})
+
+
+def _unrolled(comm: nx.DiGraph, rounds: int, roles: Mapping[Any, str] | None = None) -> nx.DiGraph:
+    """``from_graph``'s unrolled graph (not yet validated)."""
     rounds = _check_width(rounds, "rounds")
     if not isinstance(comm, nx.DiGraph) or comm.number_of_nodes() == 0:
         raise TopologyError("from_graph needs a non-empty networkx DiGraph")
     labels = sorted(comm.nodes)
     index = {label: i for i, label in enumerate(labels)}
-    graph = nx.DiGraph()
-    for r in range(1, rounds + 1):
-        for label in labels:
-            attrs = {ROLE_ATTR: roles[label]} if roles and label in roles and r > 1 else {}
-            graph.add_node(NodeId.of(r, index[label]), **attrs)
+    graph, ids = _layered([len(labels)] * rounds + [1])
+    if roles:
+        for r in range(2, rounds + 1):
+            for label in labels:
+                if label in roles:
+                    graph.nodes[ids[r][index[label]]][ROLE_ATTR] = roles[label]
     for r in range(1, rounds):
-        graph.add_edges_from((NodeId.of(r, index[u]), NodeId.of(r + 1, index[v])) for u, v in comm.edges)
-    _with_sink_round(graph, rounds)
-    return Topology(graph, name, f"{name}: {len(labels)} agents, {rounds} rounds + sink", {"rounds": rounds})
+        graph.add_edges_from((ids[r][index[u]], ids[r + 1][index[v]]) for u, v in comm.edges)
+    graph.add_edges_from((node, ids[rounds + 1][0]) for node in ids[rounds])
+    return graph
 
 
 def from_edges(edges: Iterable[tuple[NodeId, NodeId]], *, name: str = "custom",

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from ._engine import EngineInfo, Usage
 from ._ids import NodeId
 from ._messages import ChatMessage
+from ._trusted import Trusted
 
 
 class Truncation(BaseModel):
@@ -73,17 +74,16 @@ class NodeRecord(BaseModel):
         return "ok" if self.ok else "failed"
 
 
-_RECORD_DEFAULTS = {name: f.get_default(call_default_factory=True) for name, f in NodeRecord.model_fields.items()
-                    if not f.is_required()}
+_TRUSTED_RECORD = Trusted(NodeRecord)
 
 
 def new_record(node: NodeId, role: str, **fields: Any) -> NodeRecord:
     """A record built from trusted values without re-validating them (a run creates one per
     node: this is on the hot path). ``fields`` must already have the declared types."""
-    values = {**{k: (v.copy() if isinstance(v, (list, dict)) else v) for k, v in _RECORD_DEFAULTS.items()},
-              "id": str(node), "round": node.round, "agent": node.agent, "role": role, **fields}
-    values["usage"] = fields.get("usage") or Usage()
-    return NodeRecord.model_construct(**values)
+    fields.update(id=str(node), round=node.round, agent=node.agent, role=role)
+    if fields.get("usage") is None:
+        fields.pop("usage", None)
+    return _TRUSTED_RECORD.build(fields)
 
 
 class RoundSummary(BaseModel):

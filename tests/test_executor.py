@@ -171,8 +171,8 @@ def test_leaving_the_feeder_reorders_what_waits() -> None:
     with executor.feeder():
         executor._enqueue(Priority(2, 0, 0), 1, lambda n: started.append("A sink"))
         executor._enqueue(Priority(1, 1, 1), 1, lambda n: started.append("B round 1"))
-        assert [w.priority.run for w in sorted(executor._heap)] == [0, 1]  # deeper first
-    assert [w.priority.run for w in sorted(executor._heap)] == [1, 0]  # longest path first
+        assert [w.priority.run for _, _, w in sorted(executor._heap)] == [0, 1]  # deeper first
+    assert [w.priority.run for _, _, w in sorted(executor._heap)] == [1, 0]  # longest path first
     executor.release(1)
     assert started == ["B round 1"]
 

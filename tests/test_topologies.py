@@ -194,3 +194,22 @@ def test_specs_ship_in_the_wheel(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("topo", [
+    all_to_all([3, 2]), ring(5, 3), hierarchical([2, 3]), star(4),
+    from_graph(nx.DiGraph([("a", "b"), ("b", "a"), ("a", "a")]), 3, roles={"a": "critic"}),
+], ids=["all-to-all", "ring", "hierarchical", "star", "from-graph-roles"])
+def test_node_link_is_networkx_node_link_data(topo: Topology) -> None:
+    relabeled = nx.relabel_nodes(topo.graph, {n: str(n) for n in topo.graph.nodes})
+    assert topo.node_link() == nx.node_link_data(relabeled, edges="edges")
+    assert list(topo.node_link()["edges"]) == list(nx.node_link_data(relabeled, edges="edges")["edges"])
+
+
+def test_builders_hold_one_node_id_object_per_node() -> None:
+    """Every edge end is the graph's own key object (a large topology is a third the objects)."""
+    for topo in (all_to_all([3, 2]), ring(5, 3), hierarchical([2, 3]), star(4)):
+        keys = {id(n) for n in topo.graph.nodes}
+        ends = {id(x) for u, v in topo.graph.edges for x in (u, v)}
+        preds = {id(p) for n in topo.graph.nodes for p in topo.graph.predecessors(n)}
+        assert ends <= keys and preds <= keys
