@@ -134,9 +134,7 @@ class Executor:
         was = self.feeding
         self._feeders = count
         if was != self.feeding:  # re-order what waits under the new policy
-            for _, _, waiter in self._heap:
-                waiter.key = waiter.priority.key(self.feeding)
-            self._heap = [(w.key, w.seq, w) for _, _, w in self._heap]
+            self._heap = [(w.priority.key(self.feeding), w.seq, w) for _, _, w in self._heap]
             heapq.heapify(self._heap)
             self._dispatch()
 
@@ -215,11 +213,10 @@ class Executor:
                  job: Job | None = None, tg: anyio.abc.TaskGroup | None = None,
                  owner: set[Ticket] | None = None) -> Ticket:
         n = max(1, min(n, self._window))
-        waiter = Ticket(priority.key(self.feeding), next(self._counter), priority, n, start, job=job, tg=tg,
-                        owner=owner)
+        waiter = Ticket(next(self._counter), priority, n, start, job=job, tg=tg, owner=owner)
         if owner is not None:
             owner.add(waiter)
-        heapq.heappush(self._heap, (waiter.key, waiter.seq, waiter))
+        heapq.heappush(self._heap, (priority.key(self.feeding), waiter.seq, waiter))
         self.queued += n
         self._dispatch()
         return waiter

@@ -61,12 +61,12 @@ class Ticket:
     ``owner`` (the submitter's set of queued tickets) holds it until it starts or is dropped.
     Identity-hashed; the executor's heap orders ``(key, seq, ticket)`` entries."""
 
-    __slots__ = ("dead", "job", "key", "n", "owner", "priority", "seq", "start", "started", "tg")
+    __slots__ = ("dead", "job", "n", "owner", "priority", "seq", "start", "started", "tg")
 
-    def __init__(self, key: PriorityKey, seq: int, priority: Priority, n: int,
+    def __init__(self, seq: int, priority: Priority, n: int,
                  start: Callable[[int], object] | None = None, *, job: Job | None = None,
                  tg: anyio.abc.TaskGroup | None = None, owner: set[Ticket] | None = None) -> None:
-        self.key, self.seq, self.priority, self.n = key, seq, priority, n
+        self.seq, self.priority, self.n = seq, priority, n
         self.start, self.job, self.tg, self.owner = start, job, tg, owner
         self.dead = False
         self.started = False

@@ -298,3 +298,57 @@ def test_a_custom_graph_runs_in_dataflow_order() -> None:
     trace = anyio.run(lambda: run("Q?", topo, engine)).trace
     assert trace.node("r2.a1").ended_at <= trace.node("r1.a0").ended_at  # type: ignore[operator]
     assert trace.answer is not None
+
+
+def test_a_finished_job_carries_on_with_its_runs_next_work() -> None:
+    """Window 1: every request is admitted as the previous one releases its slot, so one task
+    runs them all (no task per request), while other tasks still get their turns between."""
+    tasks: set[object] = set()
+    ticks = 0
+
+    def handler(request: GenerationRequest) -> list[str]:
+        tasks.add(anyio.get_current_task().id)
+        return ["m"] * request.n
+
+    engine = FunctionEngine(handler, max_sequences=1)
+
+    async def main() -> None:
+        nonlocal ticks
+        async with anyio.create_task_group() as tg:
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await anyio.lowlevel.checkpoint()
+
+            tg.start_soon(ticker)
+            await run("Q?", ring(6, 4), engine, config=RunConfig(merge_identical=False))
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert len(engine.requests) == 6 * 4 + 1
+    assert len(tasks) <= 2  # the first job's task (and a sink's hand-off at most), not 25
+    assert ticks >= len(engine.requests)  # the chain yields between jobs
+    ex = executor_for(engine)
+    assert ex.in_flight == 0 and ex.queued == 0 and not ex._heap
+
+
+def test_a_failure_in_a_carried_on_job_returns_every_slot() -> None:
+    calls = 0
+
+    def handler(request: GenerationRequest) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            raise RuntimeError("boom")
+        return ["m"] * request.n
+
+    engine = FunctionEngine(handler, max_sequences=1)
+
+    async def main() -> None:
+        with pytest.raises(Exception, match="boom"):
+            await run("Q?", ring(4, 3), engine, config=RunConfig(merge_identical=False))
+
+    anyio.run(main)
+    ex = executor_for(engine)
+    assert ex.in_flight == 0 and ex.queued == 0 and not ex._heap
