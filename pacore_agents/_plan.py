@@ -76,7 +76,7 @@ class Planner:
         """The node's plan from its in-neighbours' applied records (all must be applied)."""
         role = self.role_of(node)
         sampling = self.sampling_of(role)
-        sources = self.topology.inputs(node)
+        sources = self.topology.input_ids(node)
         if not sources:
             ctx = PromptContext(self.problem, node, self.topology.num_rounds, [])
             return NodePlan(node, role, sampling, role.build_prompt(ctx))

@@ -86,7 +86,7 @@ def merge_groups(topology: Topology, planner: Planner) -> list[MergeGroup]:
     """The run's merge groups, in sorted order of their first node."""
     groups: dict[tuple[int, tuple[NodeId, ...], str], list[NodeId]] = {}
     for node in topology.nodes():
-        key = (node.round, tuple(topology.inputs(node)), planner.role_of(node).name)
+        key = (node.round, topology.input_ids(node), planner.role_of(node).name)
         groups.setdefault(key, []).append(node)
     return [MergeGroup(key[0], tuple(nodes)) for key, nodes in groups.items()]
 
@@ -175,7 +175,7 @@ class RunDriver:
                 self._pending[i] = 1
                 self._waiting_round.setdefault(round_ - 1, []).append(i)
             else:
-                deps = self.topology.inputs(nodes[0])
+                deps = self.topology.input_ids(nodes[0])
                 self._pending[i] = len(deps)
                 for dep in deps:
                     waiting_node.setdefault(dep, []).append(i)

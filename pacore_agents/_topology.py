@@ -84,6 +84,10 @@ class Topology:
         """The node's in-neighbours, in sorted (graph) order."""
         return list(self._inputs[node])
 
+    def input_ids(self, node: NodeId) -> tuple[NodeId, ...]:
+        """``inputs`` as the topology's own cached tuple (no copy: a run asks once per node)."""
+        return self._inputs[node]
+
     def outputs(self, node: NodeId) -> list[NodeId]:
         """The node's out-neighbours, in sorted (graph) order."""
         return list(self._outputs[node])
