@@ -139,16 +139,22 @@ def prefill_between(before: EngineStats | None, after: EngineStats | None) -> di
 
 
 TextCallback = Callable[[str], None]
+#: ``on_sample(i, completion)``: sample ``i`` of a request has ended
+SampleCallback = Callable[[int, Completion], None]
 
 
 class Engine(ABC):
     """Base class of every engine. Subclasses implement ``generate``; async context manager.
 
-    ``split_samples``: the executor sends this engine one ``n=1`` request per sample (seeded
-    ``seed + i``) instead of one ``n`` request, so each sample frees its slot when it ends.
+    How an ``n > 1`` request reaches the engine, so that each sample frees its slot in the
+    executor's window when it ends, not when its slowest sibling does:
+    ``split_samples``: as ``n`` requests of one sample (sample i seeded ``seed + i``);
+    ``streams_samples``: as one request whose samples ``generate_samples`` reports as they end
+    (one prompt to send, tokenize and schedule instead of n). Neither: one request, released whole.
     """
 
     split_samples: bool = False
+    streams_samples: bool = False
 
     @abstractmethod
     async def generate(self, request: GenerationRequest) -> list[Completion]:
@@ -167,6 +173,16 @@ class Engine(ABC):
         for completion in out[:1]:
             if completion.content:
                 on_text(completion.content)
+        return out
+
+    async def generate_samples(self, request: GenerationRequest, on_sample: SampleCallback) -> list[Completion]:
+        """``generate``, calling ``on_sample(i, completion)`` (on the event loop, must not block)
+        once per sample as it ends, in the order they end; returns them in sample order. On an
+        error, the samples already reported stand and the error is raised. Default:
+        ``generate``, then every sample in order. Engines with ``streams_samples`` override it."""
+        out = await self.generate(request)
+        for i, completion in enumerate(out):
+            on_sample(i, completion)
         return out
 
     async def stats(self) -> EngineStats | None:

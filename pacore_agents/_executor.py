@@ -18,10 +18,9 @@ Contract:
 - **Retries** (``generate``): retryable ``EngineError``s and per-attempt timeouts are retried
   under a ``RetryPolicy``; the slots are released during the back-off, and the retry waits for
   admission again at the same priority.
-- **Split samples.** Engines whose ``split_samples`` is true get one ``n=1`` request per sample
-  (sample i seeded ``seed + i``, exactly as vLLM seeds the children of an ``n`` request), so each
-  sample frees its slot when it ends instead of when its slowest sibling does. The caller decides
-  the split (``Executor.split``) because it maps samples to nodes.
+- **Samples** of an ``n > 1`` request free their slots one by one as they end, on engines that
+  split or stream samples (``_samples``); the caller decides the split (``Executor.split``)
+  because it maps samples to nodes.
 - **Stats.** Time-weighted sequences in flight, peak, busy time, engine requests, and the
   orchestration time the runs report (``add_orchestration``).
 """
@@ -41,10 +40,11 @@ import anyio.abc
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from pydantic import BaseModel
 
-from ._engine import Completion, Engine, GenerationRequest, TextCallback
+from ._engine import Completion, Engine, GenerationRequest, SampleCallback, TextCallback
 from ._errors import EngineError
 from ._logging import get_logger
 from ._priority import Job, Priority, PriorityKey, Slots, Ticket
+from ._samples import generate_split, generate_streamed
 from ._wrappers import RetryPolicy, with_attempts, with_retries
 
 log = get_logger("pacore_agents.executor")
@@ -312,15 +312,22 @@ class Executor:
         retry: RetryPolicy | None,
         slots: Slots | None = None,
         on_text: TextCallback | None = None,
+        on_sample: SampleCallback | None = None,
     ) -> list[Completion]:
         """Send ``request`` within the window (``slots`` already admitted are used for the first
         attempt), retrying under ``retry``. Completions carry their attempt count; the final
         error carries it too. On success the slots go back into ``slots`` (the job releases them
-        after applying the results); without ``slots``, and on failure, they are released here."""
-        if self.split and request.n > 1:
-            if slots is not None:
-                self.release(slots.take())
-            return await self._generate_split(request, priority=priority, retry=retry)
+        after applying the results); without ``slots``, and on failure, they are released here.
+        ``n > 1`` on engines that split or stream samples: each sample is released as it ends,
+        after ``on_sample(i, completion)`` is called for it (``_samples``); otherwise
+        ``on_sample`` is not called (the caller has every sample when this returns)."""
+        if request.n > 1 and (self.split or self.engine.streams_samples):
+            admitted = slots.take() if slots is not None else 0
+            if self.split:
+                self.release(admitted)
+                return await generate_split(self, request, priority=priority, retry=retry, on_sample=on_sample)
+            return await generate_streamed(self, request, priority=priority, retry=retry, held=admitted,
+                                           on_sample=on_sample)
         policy = retry or RetryPolicy(max_attempts=1)
         held = [slots.take() if slots is not None else 0]
 
@@ -339,59 +346,35 @@ class Executor:
                 held[0] = 0
             return with_attempts(out, n)
 
-        def retried() -> None:
-            self._retries += 1
-
         try:
-            return await with_retries(policy, self._rng, attempt, on_retry=retried,
+            return await with_retries(policy, self._rng, attempt, on_retry=self.count_retry,
                                       nodes=[str(n) for n in request.metadata.nodes])
         finally:
             self.release(held[0])
 
-    async def _generate_split(self, request: GenerationRequest, *, priority: Priority,
-                              retry: RetryPolicy | None) -> list[Completion]:
-        """n requests of one sample (sample i seeded ``seed + i``), each admitted and released
-        on its own; the first failure cancels the others and is raised."""
-        results: list[Completion | None] = [None] * request.n
-        errors: list[EngineError] = []
-        seed = request.sampling.seed
-        nodes = request.metadata.nodes
+    def count_retry(self) -> None:
+        self._retries += 1
 
-        async def one(i: int) -> None:
-            sub = request.model_copy(update={
-                "n": 1,
-                "sampling": request.sampling.model_copy(update={"seed": None if seed is None else seed + i}),
-                "metadata": request.metadata.model_copy(update={"nodes": nodes[i:i + 1]}),
-            })
-            try:
-                results[i] = (await self.generate(sub, priority=priority.sub(i), retry=retry))[0]
-            except EngineError as exc:
-                errors.append(exc)
-                tg.cancel_scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            for i in range(request.n):
-                tg.start_soon(one, i)
-        if errors:
-            raise errors[0]
-        return [c for c in results if c is not None]
-
-    async def _send(self, request: GenerationRequest, seconds: float | None,
-                    on_text: TextCallback | None) -> list[Completion]:
+    async def _send(self, request: GenerationRequest, seconds: float | None, on_text: TextCallback | None,
+                    on_sample: SampleCallback | None = None) -> list[Completion]:
+        """One engine call (no admission, no retry): the attempt of ``generate`` and ``_samples``."""
         self._requests += 1
         self._sequences += request.n
         if seconds is None:  # no cancel scope when there is no deadline: the hot path
-            out = await self._call(request, on_text)
+            out = await self._call(request, on_text, on_sample)
         else:
             with anyio.fail_after(seconds):
-                out = await self._call(request, on_text)
+                out = await self._call(request, on_text, on_sample)
         if len(out) != request.n:
             raise EngineError(f"engine returned {len(out)} samples for n={request.n}")
         return out
 
-    async def _call(self, request: GenerationRequest, on_text: TextCallback | None) -> list[Completion]:
+    async def _call(self, request: GenerationRequest, on_text: TextCallback | None,
+                    on_sample: SampleCallback | None) -> list[Completion]:
         if on_text is not None and request.n == 1:
             return await self.engine.generate_stream(request, on_text)
+        if on_sample is not None:
+            return await self.engine.generate_samples(request, on_sample)
         return await self.engine.generate(request)
 
     # ---- statistics ----------------------------------------------------------------------

@@ -270,15 +270,22 @@ class RunDriver:
         started = time.time()
         for plan in plans:
             self.sent[plan.node] = started
+        applied: set[int] = set()
+
+        def sample_ended(i: int, completion: Completion) -> None:  # samples released one by one
+            applied.add(i)
+            self._apply(plans[i], completion, None, req=req, sample=first + i, times=(started, time.time()))
+
         try:
             out = await self.executor.generate(request, priority=priority, retry=self.config.retry, slots=slots,
-                                               on_text=on_text)
+                                               on_text=on_text, on_sample=sample_ended if len(plans) > 1 else None)
         except EngineError as exc:
             ended = time.time()
             log.warning("node failed", problem=self.problem.id, unit=self.unit,
                         nodes=[str(p.node) for p in plans], error=exc.describe())
             for i, plan in enumerate(plans):
-                self._apply(plan, None, exc, req=req, sample=first + i, times=(started, ended))
+                if i not in applied:
+                    self._apply(plan, None, exc, req=req, sample=first + i, times=(started, ended))
             if self.observer is not None:
                 self.observer.request_finished(plans[0].node.round, len(plans), 0, True)
             return
@@ -286,7 +293,8 @@ class RunDriver:
         if first == 0:
             self.unique_prompt_tokens += out[0].usage.prompt_tokens
         for i, (plan, completion) in enumerate(zip(plans, out, strict=True)):
-            self._apply(plan, completion, None, req=req, sample=first + i, times=(started, ended))
+            if i not in applied:
+                self._apply(plan, completion, None, req=req, sample=first + i, times=(started, ended))
         if self.observer is not None:
             tokens = sum(c.usage.completion_tokens for c in out)
             self.observer.request_finished(plans[0].node.round, len(plans), tokens, False)

@@ -14,6 +14,12 @@ Behaviour is set by ``mode``:
 - ``"hang"``: never answers a chat request (until the server stops, at most ``hang_limit`` s).
 
 ``gate``: if set, "ok" answers wait for it (bounded), to hold requests in flight.
+``stream: true`` requests get server-sent events as vLLM sends them: choice i's words one chunk
+at a time, round robin, and choice i padded with ``n - 1 - i`` extra words (so the last choice
+ends first); per-chunk usage with ``stream_options.continuous_usage_stats`` (completion tokens of
+that chunk's choice so far), a final usage chunk with ``include_usage``. ``drop_after_choices``:
+close the stream once that many choices have ended (a failure mid-stream). ``continuous_usage=False``:
+no per-chunk usage (a server without vLLM's extension: counts come from ``token_ids``).
 Every request is recorded in ``requests`` as ``Recorded(method, path, headers, body)``.
 """
 
@@ -53,7 +59,11 @@ class FakeServer:
         cached_tokens: int | None = None,
         gate: threading.Event | None = None,
         hang_limit: float = 30.0,
+        drop_after_choices: int | None = None,
+        continuous_usage: bool = True,
     ) -> None:
+        self.drop_after_choices = drop_after_choices
+        self.continuous_usage = continuous_usage
         self.mode = mode
         self.status = status
         self.fail_times = fail_times
@@ -141,6 +151,50 @@ class FakeServer:
                 **({"usage": usage} if self.usage else {})}
 
 
+    def stream_events(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
+        """The chunks of a streamed answer, and after how many to drop the connection."""
+        whole = self.completion(body)
+        n = len(whole["choices"])
+        options = body.get("stream_options") or {}
+        continuous = bool(options.get("continuous_usage_stats")) and self.continuous_usage
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        words = [c["message"]["content"].split() + ["more"] * (n - 1 - c["index"]) for c in whole["choices"]]
+        sent = [0] * n
+        chunks: list[dict[str, Any]] = []
+        drop_at: int | None = None
+        ended = 0
+
+        def chunk(i: int, delta: dict[str, Any], finish: str | None, ids: list[int] | None) -> None:
+            choice: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": finish, "logprobs": None}
+            if self.token_ids and ids is not None:
+                choice["token_ids"] = ids
+            event: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                                     "model": body.get("model", ""), "choices": [choice]}
+            if continuous:
+                event["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": sent[i],
+                                  "total_tokens": prompt_tokens + sent[i]}
+            chunks.append(event)
+
+        while any(sent[i] < len(words[i]) for i in range(n)):
+            for i in range(n):
+                if sent[i] < len(words[i]):
+                    sent[i] += 1
+                    text = words[i][sent[i] - 1] + ("" if sent[i] == len(words[i]) else " ")
+                    chunk(i, {"role": "assistant", "content": text}, None, [sent[i] - 1])
+                    if sent[i] == len(words[i]):
+                        chunk(i, {}, "stop", [])
+                        ended += 1
+                        if self.drop_after_choices is not None and ended == self.drop_after_choices:
+                            drop_at = len(chunks)
+        if options.get("include_usage"):
+            total = sum(sent)
+            chunks.append({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                           "model": body.get("model", ""), "choices": [],
+                           "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": total,
+                                     "total_tokens": prompt_tokens + total}})
+        return chunks, drop_at
+
+
 def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -193,6 +247,25 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 return
             if server.gate is not None:
                 server.gate.wait(10)
+            if body.get("stream"):
+                self._send_stream(*server.stream_events(body))
+                return
             self._send_json(200, server.completion(body))
+
+        def _send_stream(self, chunks: list[dict[str, Any]], drop_at: int | None) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            try:
+                self.end_headers()
+                for k, event in enumerate(chunks):
+                    if drop_at is not None and k == drop_at:
+                        return  # the connection closes mid-stream
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+            except (BrokenPipeError, ConnectionResetError):
+                return
 
     return Handler

@@ -356,3 +356,62 @@ async def test_the_probe_is_retried_and_every_error_is_mapped() -> None:
         async with engine:
             with pytest.raises(EngineError, match=rf"http://{host}:1/v1: listing models failed"):
                 await engine.start()
+
+
+# ---- samples streamed one request per n (the executor's default on this engine) ---------------
+
+async def test_samples_are_streamed_in_one_request_and_reported_as_they_end() -> None:
+    reported: list[tuple[int, int]] = []
+    with FakeServer() as server:
+        async with OpenAIEngine(server.url, model="m", seed_requests=True) as engine:
+            assert engine.streams_samples and not engine.split_samples
+            out = await engine.generate_samples(req(n=3, seed=10), lambda i, c: reported.append(
+                (i, c.usage.completion_tokens)))
+    # the fake pads choice i with n - 1 - i words, so the last choice ends first
+    assert [i for i, _ in reported] == [2, 1, 0]
+    assert [c.content for c in out] == [f"sample {10 + i}: what is 2+3?" + " more" * (2 - i) for i in range(3)]
+    assert [c.usage.completion_tokens for c in out] == [7, 6, 5] == [t for _, t in sorted(reported)]
+    assert all(c.notes["completion_tokens"] == "exact" and c.finish_reason == "stop" for c in out)
+    (body,) = [r.body for r in server.chat_requests]
+    assert body is not None and body["stream"] is True and body["n"] == 3
+    assert body["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+
+
+async def test_without_per_chunk_usage_token_ids_count_each_choice() -> None:
+    with FakeServer(continuous_usage=False) as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            chunks_seen: list[int] = []
+            out = await engine.generate_samples(req(n=2), lambda i, c: chunks_seen.append(i))
+    assert [c.usage.completion_tokens for c in out] == [6, 5] and chunks_seen == [1, 0]
+
+
+async def test_a_stream_cut_mid_way_keeps_the_samples_it_reported_and_raises_retryable() -> None:
+    reported: list[int] = []
+    with FakeServer(drop_after_choices=1) as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            with pytest.raises(EngineError, match="stream ended before choice 0") as info:
+                await engine.generate_samples(req(n=3), lambda i, c: reported.append(i))
+    assert reported == [2] and info.value.retryable
+
+
+async def test_the_executor_frees_each_streamed_samples_slot_and_retries_only_the_rest() -> None:
+    """The first attempt is one streamed n=3 request, cut after one choice ended: that sample
+    stands (attempt 1, its slot freed as it ended); the two others are sent again, one request
+    each (attempt 2)."""
+    from pacore_agents import executor_for
+    from pacore_agents._priority import Priority
+
+    in_flight_at_report: list[int] = []
+    with FakeServer(drop_after_choices=1) as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            executor = executor_for(engine, window=3)
+            out = await executor.generate(
+                req(n=3), priority=Priority(1, 0, 0), retry=RetryPolicy(max_attempts=2, initial_backoff=0),
+                on_sample=lambda i, c: in_flight_at_report.append(executor.in_flight))
+            assert executor.in_flight == 0 and executor.queued == 0
+    assert [c.attempts for c in out] == [2, 2, 1]
+    assert in_flight_at_report[0] == 3  # reported before its slot is freed
+    bodies = [r.body for r in server.chat_requests]
+    assert [(b or {}).get("stream", False) for b in bodies] == [True, False, False]
+    assert [(b or {})["n"] for b in bodies] == [3, 1, 1]
+    assert len(out) == 3 and all(c.content for c in out)

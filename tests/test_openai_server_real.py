@@ -77,6 +77,22 @@ async def test_generation_with_n_usage_and_seeded_equivalence(server_url: str) -
     assert [c.usage.completion_tokens for c in separate] == [c.usage.completion_tokens for c in merged]
 
 
+async def test_streamed_samples_match_the_whole_n_request(server_url: str) -> None:
+    """One streamed n=3 request (the executor's default on this engine): each sample is reported
+    as it ends, with the same text and exact per-choice completion tokens as the whole request."""
+    reported: list[int] = []
+    async with OpenAIEngine(server_url, seed_requests=True) as engine:
+        with anyio.fail_after(120):
+            whole = await engine.generate(request("Name three animals.", 3, problem="animals"))
+            streamed = await engine.generate_samples(request("Name three animals.", 3, problem="animals"),
+                                                     lambda i, c: reported.append(i))
+    assert sorted(reported) == [0, 1, 2]
+    assert [c.content for c in streamed] == [c.content for c in whole]
+    assert [c.usage.completion_tokens for c in streamed] == [c.usage.completion_tokens for c in whole]
+    assert all(c.notes["completion_tokens"] == "exact" and c.notes["streamed"] for c in streamed)
+    assert all(c.usage.prompt_tokens == whole[0].usage.prompt_tokens for c in streamed)
+
+
 async def test_n_request_prefill_is_shared_and_cached_tokens_reported(server_url: str) -> None:
     system = "Background for test two. " + CONTEXT
     async with OpenAIEngine(server_url, model=SERVED_NAME) as engine, httpx.AsyncClient() as http:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import openai
@@ -45,15 +45,15 @@ from pacore_agents._engine import (
     EngineInfo,
     EngineStats,
     GenerationRequest,
+    SampleCallback,
     TextCallback,
-    Usage,
 )
 from pacore_agents._errors import EngineError
 from pacore_agents._logging import get_logger, register_secret
 from pacore_agents._wrappers import RetryPolicy, with_retries
 
 from ._endpoints import EndpointPool, display_url
-from ._openai_wire import completions, map_error, sampling_kwargs
+from ._openai_wire import StreamedChoices, completions, map_error, sampling_kwargs
 from ._options import DEFAULT_SEQUENCES_PER_ENDPOINT, OpenAIOptions
 from ._server_metrics import MetricsEndpoint, server_stats
 
@@ -65,9 +65,12 @@ DEFAULT_TIMEOUT = 600.0
 class OpenAIEngine(Engine):
     """An engine that calls ``POST {base_url}/chat/completions`` on one or more servers."""
 
-    #: one request per sample (seeded seed + i, as vLLM seeds n children): a sample frees its
-    #: slot in the executor when it ends; the server's prefix cache shares the prompt's full blocks
-    split_samples = True
+    #: ``use_n``: one streamed request of n samples, each reported (and its slot in the
+    #: executor freed) as it ends: one prompt for the server to tokenize and schedule instead of
+    #: n (measured: ~10% of a CPU server's time at 208 requests vs 48); without ``use_n``: n
+    #: requests of one sample (seeded seed + i, as vLLM seeds n children)
+    streams_samples = True
+    split_samples = False
 
     def __init__(
         self,
@@ -92,6 +95,7 @@ class OpenAIEngine(Engine):
         self._max_context: int | None = None
         self._timeout = float(timeout)
         self.use_n = use_n
+        self.streams_samples, self.split_samples = use_n, not use_n
         self.seed_requests = seed_requests
         self.server_priority = server_priority
         self._seed_dropped_logged = False
@@ -306,48 +310,42 @@ class OpenAIEngine(Engine):
         n > 1: the base class's behaviour."""
         if request.n != 1 or self._closed:
             return await super().generate_stream(request, on_text)
+        return await self._stream(request, on_text=on_text)
+
+    async def generate_samples(self, request: GenerationRequest, on_sample: SampleCallback) -> list[Completion]:
+        """One streamed request of n samples (with ``use_n``); each sample is reported as its
+        choice's ``finish_reason`` arrives, with its exact completion tokens (vLLM's per-chunk
+        usage, ``stream_options.continuous_usage_stats``). Without ``use_n``: the base class's."""
+        if request.n == 1 or not self.use_n or self._closed:
+            return await super().generate_samples(request, on_sample)
+        return await self._stream(request, on_sample=on_sample)
+
+    async def _stream(self, request: GenerationRequest, *, on_text: TextCallback | None = None,
+                      on_sample: SampleCallback | None = None) -> list[Completion]:
         model = await self.model()
         index = self._pool.assign(str(request.metadata.problem_id))
         name = self._names[index]
-        kwargs = sampling_kwargs(request.sampling, 1, self._seed(request))
+        kwargs = sampling_kwargs(request.sampling, request.n, self._seed(request))
         if self.server_priority and request.metadata.priority:
             kwargs.setdefault("extra_body", {})["priority"] = request.metadata.priority
+        options: dict[str, Any] = {"include_usage": True}
+        if request.n > 1:
+            options["continuous_usage_stats"] = True
         messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
-        content: list[str] = []
-        reasoning: list[str] = []
-        finish: str | None = None
-        usage: Any = None
+        choices = StreamedChoices(request.n, name, model, on_text=on_text, on_sample=on_sample)
         try:
-            with self._pool.in_flight(index), anyio.fail_after(self._timeout):
+            with self._pool.in_flight(index, request.n), anyio.fail_after(self._timeout):
                 stream = await self._clients[index].chat.completions.create(
-                    model=model, messages=messages, stream=True, stream_options={"include_usage": True},
-                    **kwargs)
+                    model=model, messages=messages, stream=True, stream_options=cast(Any, options), **kwargs)
                 async with stream:
                     async for chunk in stream:
-                        usage = chunk.usage or usage
-                        for choice in chunk.choices:
-                            extra = choice.delta.model_extra or {}
-                            thought = extra.get("reasoning_content") or extra.get("reasoning")
-                            if isinstance(thought, str):
-                                reasoning.append(thought)
-                            if choice.delta.content:
-                                content.append(choice.delta.content)
-                                on_text(choice.delta.content)
-                            finish = choice.finish_reason or finish
+                        choices.feed(chunk)
         except TimeoutError as exc:
             raise EngineError(f"{name}: request timed out after {self._timeout}s",
                               retryable=True, endpoint=name) from exc
         except openai.OpenAIError as exc:
             raise map_error(exc, name, "chat completion") from exc
-        text = "".join(content)
-        details = usage.prompt_tokens_details if usage is not None else None
-        return [Completion(
-            content=text, reasoning="".join(reasoning) if reasoning else None, finish_reason=finish,
-            usage=Usage(prompt_tokens=usage.prompt_tokens if usage is not None else 0,
-                        completion_tokens=usage.completion_tokens if usage is not None else (len(text) + 2) // 3,
-                        cached_tokens=(details.cached_tokens or 0) if details is not None else 0),
-            notes={"endpoint": name, "model": model, "streamed": True,
-                   "completion_tokens": "exact" if usage is not None else "estimated"})]
+        return choices.finish()
 
     async def stats(self) -> EngineStats | None:
         """The servers' ``/metrics`` summed over endpoints (see ``_server_metrics``); None if

@@ -1,15 +1,15 @@
 """The OpenAI chat wire format of ``OpenAIEngine``: request keyword arguments from sampling
-parameters, openai errors as ``EngineError``s, and responses as ``Completion``s with per-choice
-usage (see ``_openai``'s docstring for the usage contract)."""
+parameters, openai errors as ``EngineError``s, and responses (whole or streamed) as
+``Completion``s with per-choice usage (see ``_openai``'s docstring for the usage contract)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from pacore_agents._engine import Completion, SamplingParams, Usage
+from pacore_agents._engine import Completion, SampleCallback, SamplingParams, TextCallback, Usage
 from pacore_agents._errors import EngineError
 
 
@@ -100,3 +100,91 @@ def split_tokens(total: int, weights: list[int]) -> list[int]:
     for i in order[: total - sum(counts)]:
         counts[i] += 1
     return counts
+
+
+class StreamedChoices:
+    """The chunks of a streamed chat completion of ``n`` choices, assembled into ``Completion``s.
+
+    ``feed`` each chunk in order. With ``on_sample``, each choice is reported as
+    ``on_sample(index, completion)`` the moment its ``finish_reason`` arrives; ``on_text`` gets
+    choice 0's content deltas. ``finish`` returns every choice in order (reporting any not yet
+    reported). Completion tokens per choice: vLLM's per-chunk usage
+    (``continuous_usage_stats``: the choice's count so far), else its per-chunk ``token_ids``,
+    else the final usage for a single choice, else the 3-characters estimate; prompt tokens
+    from any usage seen; cached tokens only from the final usage (so 0 for a choice reported
+    before it)."""
+
+    def __init__(self, n: int, endpoint: str, model: str, *, on_text: TextCallback | None = None,
+                 on_sample: SampleCallback | None = None) -> None:
+        self.n, self.endpoint, self.model = n, endpoint, model
+        self.on_text, self.on_sample = on_text, on_sample
+        self._content: list[list[str]] = [[] for _ in range(n)]
+        self._reasoning: list[list[str]] = [[] for _ in range(n)]
+        self._ids: list[int | None] = [None] * n
+        self._counted: list[int | None] = [None] * n
+        self._finish: list[str | None] = [None] * n
+        self._done: list[Completion | None] = [None] * n
+        self._prompt_tokens = 0
+        self._usage: Any = None
+
+    def feed(self, chunk: ChatCompletionChunk) -> None:
+        usage = chunk.usage
+        if usage is not None:
+            self._prompt_tokens = usage.prompt_tokens or self._prompt_tokens
+            if not chunk.choices:
+                self._usage = usage  # the final usage chunk (include_usage)
+        for choice in chunk.choices:
+            i = choice.index
+            if not 0 <= i < self.n:
+                raise EngineError(f"{self.endpoint}: streamed choice {i} of n={self.n}", endpoint=self.endpoint)
+            extra = choice.delta.model_extra or {}
+            thought = extra.get("reasoning_content") or extra.get("reasoning")
+            if isinstance(thought, str):
+                self._reasoning[i].append(thought)
+            if choice.delta.content:
+                self._content[i].append(choice.delta.content)
+                if i == 0 and self.on_text is not None:
+                    self.on_text(choice.delta.content)
+            ids = (choice.model_extra or {}).get("token_ids")
+            if isinstance(ids, list):
+                self._ids[i] = (self._ids[i] or 0) + len(ids)
+            if usage is not None and len(chunk.choices) == 1:
+                self._counted[i] = usage.completion_tokens
+            if choice.finish_reason is not None:
+                self._finish[i] = choice.finish_reason
+                if self.on_sample is not None:
+                    self._report(i)
+
+    def finish(self) -> list[Completion]:
+        """Every choice in order; a stream that ended before a choice finished is a retryable
+        error (the connection was cut), not a short answer."""
+        unfinished = [i for i in range(self.n) if self._finish[i] is None]
+        if unfinished:
+            raise EngineError(f"{self.endpoint}: the stream ended before choice {unfinished[0]} finished",
+                              retryable=True, endpoint=self.endpoint)
+        for i in range(self.n):
+            self._report(i)
+        return [c for c in self._done if c is not None]
+
+    def _report(self, i: int) -> None:
+        if self._done[i] is not None:
+            return
+        text = "".join(self._content[i])
+        reasoning = "".join(self._reasoning[i]) if self._reasoning[i] else None
+        final = self._usage
+        count: int | None = self._counted[i] if self._counted[i] is not None else self._ids[i]
+        if count is None and self.n == 1 and final is not None:
+            count = final.completion_tokens
+        source = "exact" if count is not None else "estimated"
+        if count is None:
+            count = (len(text) + len(reasoning or "") + 2) // 3
+        details = final.prompt_tokens_details if final is not None else None
+        completion = Completion(
+            content=text, reasoning=reasoning, finish_reason=self._finish[i],
+            usage=Usage(prompt_tokens=self._prompt_tokens, completion_tokens=count,
+                        cached_tokens=(details.cached_tokens or 0) if details is not None else 0),
+            notes={"endpoint": self.endpoint, "model": self.model, "streamed": True,
+                   "completion_tokens": source})
+        self._done[i] = completion
+        if self.on_sample is not None:
+            self.on_sample(i, completion)
