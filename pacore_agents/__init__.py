@@ -14,10 +14,11 @@ from ._engine import (
     Usage,
 )
 from ._errors import ConfigError, EngineError, PacoreError, RunFailedError, TopologyError
-from ._executor import DEFAULT_WINDOW, Executor, ExecutorStats, executor_for
+from ._executor import DEFAULT_WINDOW, Executor, executor_for
 from ._function_engine import FunctionEngine
 from ._ids import AgentIndex, NodeId, ProblemId, RoleName, Round
 from ._messages import ChatMessage, Problem
+from ._meter import ExecutorStats
 from ._plan import NodePlan, Planner
 from ._priority import Priority
 from ._references import OrderPolicy, Reference, derive_seed, order_references

@@ -19,8 +19,9 @@ Contract:
   under a ``RetryPolicy``; the slots are released during the back-off, and the retry waits for
   admission again at the same priority.
 - **Samples** of an ``n > 1`` request free their slots one by one as they end, on engines that
-  split or stream samples (``_samples``); the caller decides the split (``Executor.split``)
-  because it maps samples to nodes.
+  split samples, and on engines that stream them while other work waits for admission
+  (``_samples``); the caller decides the split (``Executor.split``) because it maps samples to
+  nodes.
 - **Stats.** Time-weighted sequences in flight, peak, busy time, engine requests, and the
   orchestration time the runs report (``add_orchestration``).
 """
@@ -30,7 +31,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -38,11 +38,11 @@ from contextlib import contextmanager
 import anyio
 import anyio.abc
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
-from pydantic import BaseModel
 
 from ._engine import Completion, Engine, GenerationRequest, SampleCallback, TextCallback
 from ._errors import EngineError
 from ._logging import get_logger
+from ._meter import ExecutorStats, Meter
 from ._priority import Job, Priority, PriorityKey, Slots, Ticket
 from ._samples import generate_split, generate_streamed
 from ._wrappers import RetryPolicy, with_attempts, with_retries
@@ -51,20 +51,6 @@ log = get_logger("pacore_agents.executor")
 
 #: the window when neither the caller nor the engine says (a vLLM server's default max_num_seqs)
 DEFAULT_WINDOW = 256
-
-class ExecutorStats(BaseModel):
-    """What the executor saw; ``mean_in_flight`` is time-weighted over ``busy_seconds``."""
-
-    window: int
-    mean_in_flight: float
-    peak_in_flight: int
-    busy_seconds: float
-    requests: int
-    sequences: int
-    retries: int
-    orchestration_seconds: float
-    timeline: list[tuple[float, int]]
-
 
 class Executor:
     """Admission, priority, retries and statistics for one engine (see the module docstring)."""
@@ -87,17 +73,7 @@ class Executor:
         # ``_job`` takes over work admitted for its own group while it releases (``_dispatch``)
         self._handoff_tg: anyio.abc.TaskGroup | None = None
         self._handoff: tuple[Job, int] | None = None
-        # statistics
-        self._t_last = time.monotonic()
-        self._area = 0.0
-        self._busy = 0.0
-        self._peak = 0
-        self._requests = 0
-        self._sequences = 0
-        self._retries = 0
-        self._orchestration = 0.0
-        self._timeline: list[tuple[float, int]] = []
-        self._t0 = time.monotonic()
+        self.meter = Meter()
 
     # ---- configuration -------------------------------------------------------------------
     @property
@@ -164,18 +140,8 @@ class Executor:
 
     # ---- admission -----------------------------------------------------------------------
     def _account(self, delta: int) -> None:
-        now = time.monotonic()
-        span = now - self._t_last
-        self._area += self.in_flight * span
-        if self.in_flight:
-            self._busy += span
-        self._t_last = now
+        self.meter.moved(self.in_flight, delta)
         self.in_flight += delta
-        self._peak = max(self._peak, self.in_flight)
-        if not self._timeline or now - self._t0 - self._timeline[-1][0] >= 0.05:
-            self._timeline.append((round(now - self._t0, 3), self.in_flight))
-            if len(self._timeline) > 20_000:  # bounded: keep every other point
-                self._timeline = self._timeline[::2]
 
     def _dispatch(self) -> None:
         heap = self._heap
@@ -318,10 +284,12 @@ class Executor:
         attempt), retrying under ``retry``. Completions carry their attempt count; the final
         error carries it too. On success the slots go back into ``slots`` (the job releases them
         after applying the results); without ``slots``, and on failure, they are released here.
-        ``n > 1`` on engines that split or stream samples: each sample is released as it ends,
-        after ``on_sample(i, completion)`` is called for it (``_samples``); otherwise
-        ``on_sample`` is not called (the caller has every sample when this returns)."""
-        if request.n > 1 and (self.split or self.engine.streams_samples):
+        ``n > 1`` on engines that split samples, or stream them while other work waits for
+        admission (a slot freed early then has a taker; with none waiting, one whole request is
+        the cheapest for a server): each sample is released as it ends, after
+        ``on_sample(i, completion)`` is called for it (``_samples``); otherwise ``on_sample`` is
+        not called (the caller has every sample when this returns)."""
+        if request.n > 1 and (self.split or (self.engine.streams_samples and self.queued > 0)):
             admitted = slots.take() if slots is not None else 0
             if self.split:
                 self.release(admitted)
@@ -353,13 +321,13 @@ class Executor:
             self.release(held[0])
 
     def count_retry(self) -> None:
-        self._retries += 1
+        self.meter.retries += 1
 
     async def _send(self, request: GenerationRequest, seconds: float | None, on_text: TextCallback | None,
                     on_sample: SampleCallback | None = None) -> list[Completion]:
         """One engine call (no admission, no retry): the attempt of ``generate`` and ``_samples``."""
-        self._requests += 1
-        self._sequences += request.n
+        self.meter.requests += 1
+        self.meter.sequences += request.n
         if seconds is None:  # no cancel scope when there is no deadline: the hot path
             out = await self._call(request, on_text, on_sample)
         else:
@@ -380,21 +348,11 @@ class Executor:
     # ---- statistics ----------------------------------------------------------------------
     def add_orchestration(self, seconds: float) -> None:
         """Runs report the time they spent planning and applying (orchestration overhead)."""
-        self._orchestration += seconds
+        self.meter.orchestration += seconds
 
     def stats(self) -> ExecutorStats:
         self._account(0)
-        return ExecutorStats(
-            window=self._window,
-            mean_in_flight=self._area / self._busy if self._busy else 0.0,
-            peak_in_flight=self._peak,
-            busy_seconds=self._busy,
-            requests=self._requests,
-            sequences=self._sequences,
-            retries=self._retries,
-            orchestration_seconds=self._orchestration,
-            timeline=list(self._timeline),
-        )
+        return self.meter.stats(self._window)
 
 
 _EXECUTORS: weakref.WeakKeyDictionary[Engine, Executor] = weakref.WeakKeyDictionary()

@@ -394,24 +394,49 @@ async def test_a_stream_cut_mid_way_keeps_the_samples_it_reported_and_raises_ret
     assert reported == [2] and info.value.retryable
 
 
-async def test_the_executor_frees_each_streamed_samples_slot_and_retries_only_the_rest() -> None:
-    """The first attempt is one streamed n=3 request, cut after one choice ended: that sample
-    stands (attempt 1, its slot freed as it ended); the two others are sent again, one request
-    each (attempt 2)."""
+async def test_with_nothing_waiting_the_executor_sends_n_samples_whole() -> None:
+    """No work waits for admission: a slot freed early would have no taker, so the request goes
+    whole (not streamed: a streamed answer costs a CPU server a chunk per token)."""
     from pacore_agents import executor_for
     from pacore_agents._priority import Priority
 
-    in_flight_at_report: list[int] = []
+    with FakeServer() as server:
+        async with OpenAIEngine(server.url, model="m") as engine:
+            out = await executor_for(engine, window=8).generate(req(n=3), priority=Priority(1, 0, 0), retry=None)
+    assert len(out) == 3
+    (body,) = [r.body for r in server.chat_requests]
+    assert body is not None and "stream" not in body and body["n"] == 3
+
+
+async def test_while_work_waits_samples_stream_each_slot_freed_and_only_the_rest_retried() -> None:
+    """Work waits for admission (window 3, all held): the n=3 request is streamed. The stream is
+    cut after one choice ended: that sample stands (attempt 1) and its slot goes to the waiting
+    work at once; the two others are sent again, one request each (attempt 2)."""
+    from pacore_agents import executor_for
+    from pacore_agents._priority import Priority, Slots
+
+    events: list[str] = []
     with FakeServer(drop_after_choices=1) as server:
         async with OpenAIEngine(server.url, model="m") as engine:
             executor = executor_for(engine, window=3)
-            out = await executor.generate(
-                req(n=3), priority=Priority(1, 0, 0), retry=RetryPolicy(max_attempts=2, initial_backoff=0),
-                on_sample=lambda i, c: in_flight_at_report.append(executor.in_flight))
+            held = await executor.acquire(Priority(1, 0, 0), 3)
+
+            async def waiter() -> None:
+                got = await executor.acquire(Priority(1, 0, 1), 1)
+                events.append("waiter admitted")
+                executor.release(got)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await anyio.sleep(0.05)
+                assert executor.queued == 1
+                out = await executor.generate(
+                    req(n=3), priority=Priority(1, 0, 0), retry=RetryPolicy(max_attempts=2, initial_backoff=0),
+                    slots=Slots(held), on_sample=lambda i, c: events.append(f"sample {i}"))
             assert executor.in_flight == 0 and executor.queued == 0
+    assert events[:2] == ["sample 2", "waiter admitted"]
+    assert sorted(events[2:]) == ["sample 0", "sample 1"]
     assert [c.attempts for c in out] == [2, 2, 1]
-    assert in_flight_at_report[0] == 3  # reported before its slot is freed
     bodies = [r.body for r in server.chat_requests]
     assert [(b or {}).get("stream", False) for b in bodies] == [True, False, False]
     assert [(b or {})["n"] for b in bodies] == [3, 1, 1]
-    assert len(out) == 3 and all(c.content for c in out)

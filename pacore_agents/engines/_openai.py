@@ -65,10 +65,11 @@ DEFAULT_TIMEOUT = 600.0
 class OpenAIEngine(Engine):
     """An engine that calls ``POST {base_url}/chat/completions`` on one or more servers."""
 
-    #: ``use_n``: one streamed request of n samples, each reported (and its slot in the
-    #: executor freed) as it ends: one prompt for the server to tokenize and schedule instead of
-    #: n (measured: ~10% of a CPU server's time at 208 requests vs 48); without ``use_n``: n
-    #: requests of one sample (seeded seed + i, as vLLM seeds n children)
+    #: ``use_n``: one request of n samples (one prompt for the server to tokenize and schedule
+    #: instead of n); the executor streams it, each sample reported and its slot freed as it
+    #: ends, while other work waits for admission, and sends it whole otherwise (streaming
+    #: costs a CPU server a chunk per token). Without ``use_n``: n requests of one sample
+    #: (seeded seed + i, as vLLM seeds n children). BENCHMARKS.md has the measurements.
     streams_samples = True
     split_samples = False
 
