@@ -11,7 +11,10 @@ Contract:
   ``RetryingEngine`` for bounded retries. Each attempt is bounded by ``timeout`` seconds.
 - The API key is never logged nor put in ``info``.
 - ``generate_stream`` (n == 1) sends ``stream=True`` with ``stream_options.include_usage``
-  and calls ``on_text`` with each content delta.
+  and calls ``on_text`` with each content delta. ``generate_samples`` (n > 1, ``use_n``) streams
+  one request of n and reports each sample as its choice finishes (``continuous_usage_stats``
+  gives its exact completion tokens); a stream cut before every choice finished is a retryable
+  ``EngineError``. The executor uses it only while other work waits for admission.
 - Seeds: requests carry ``sampling.seed`` only with ``seed_requests=True``. A vLLM CPU server
   started with its defaults (chunked prefill on) dies on a seeded request whose prefill is split
   over steps; start it with ``--no-enable-chunked-prefill`` to seed safely. Dropped seeds are
