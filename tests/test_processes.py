@@ -52,14 +52,21 @@ FOLLOW_PARENT = textwrap.dedent("""
 """)
 
 
+def _as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT as an interactive shell leaves it (default), whatever
+    this test run inherited (a shell's background job starts with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(script: Path, *args: str, new_session: bool = False) -> subprocess.Popen[str]:
     """Run ``script``; its stderr goes to ``<script>.err`` (a pipe would be held open by any
-    surviving worker)."""
+    surviving worker). ``new_session``: its own process group, started as from a terminal."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with script.with_suffix(".err").open("w", encoding="utf-8") as err:
         return subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
                                 stderr=err, text=True, env=env, cwd=REPO,
-                                start_new_session=new_session)
+                                start_new_session=new_session,
+                                preexec_fn=_as_in_a_terminal if new_session else None)
 
 
 def _end(proc: subprocess.Popen[str], script: Path) -> str:
@@ -188,7 +195,7 @@ def test_ctrl_c_of_a_study_run_leaves_no_worker(tmp_path: Path) -> None:
     with err_path.open("w", encoding="utf-8") as err:
         proc = subprocess.Popen([sys.executable, "-m", "pacore_agents.cli_study", "run", "study.toml",
                                  "--out", "out", "--no-progress", "--no-report"], cwd=tmp_path, env=env,
-                                stdout=err, stderr=err, start_new_session=True)
+                                stdout=err, stderr=err, start_new_session=True, preexec_fn=_as_in_a_terminal)
     try:
         study = psutil.Process(proc.pid)
         deadline = time.monotonic() + 120
