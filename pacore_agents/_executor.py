@@ -45,7 +45,7 @@ from ._logging import get_logger
 from ._meter import ExecutorStats, Meter
 from ._priority import Job, Priority, PriorityKey, Slots, Ticket
 from ._samples import generate_split, generate_streamed
-from ._wrappers import RetryPolicy, with_attempts, with_retries
+from ._wrappers import ONE_ATTEMPT, RetryPolicy, with_attempts, with_retries
 
 log = get_logger("pacore_agents.executor")
 
@@ -296,7 +296,7 @@ class Executor:
                 return await generate_split(self, request, priority=priority, retry=retry, on_sample=on_sample)
             return await generate_streamed(self, request, priority=priority, retry=retry, held=admitted,
                                            on_sample=on_sample)
-        policy = retry or RetryPolicy(max_attempts=1)
+        policy = retry or ONE_ATTEMPT
         held = [slots.take() if slots is not None else 0]
 
         async def attempt(n: int) -> list[Completion]:

@@ -25,26 +25,29 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._engine import Completion, GenerationRequest, SampleCallback
+from ._engine import (
+    TRUSTED_METADATA,
+    TRUSTED_REQUEST,
+    TRUSTED_SAMPLING,
+    Completion,
+    GenerationRequest,
+    SampleCallback,
+)
 from ._errors import EngineError
 from ._priority import Priority
-from ._trusted import Trusted
-from ._wrappers import RetryPolicy, with_attempts, with_retries
+from ._wrappers import ONE_ATTEMPT, RetryPolicy, with_attempts, with_retries
 
 if TYPE_CHECKING:
     from ._executor import Executor
-
-_REQUEST = Trusted(GenerationRequest)
-_ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 
 
 def sample_request(request: GenerationRequest, i: int) -> GenerationRequest:
     """Sample ``i`` of ``request`` as a request of its own (n=1, seeded ``seed + i``)."""
     seed = request.sampling.seed
-    return _REQUEST.copy(
+    return TRUSTED_REQUEST.copy(
         request, n=1,
-        sampling=request.sampling.model_copy(update={"seed": None if seed is None else seed + i}),
-        metadata=request.metadata.model_copy(update={"nodes": request.metadata.nodes[i:i + 1]}))
+        sampling=TRUSTED_SAMPLING.copy(request.sampling, seed=None if seed is None else seed + i),
+        metadata=TRUSTED_METADATA.copy(request.metadata, nodes=request.metadata.nodes[i:i + 1]))
 
 
 async def _each(indices: list[int], send: SampleCallback | None,
@@ -92,7 +95,7 @@ async def generate_streamed(executor: Executor, request: GenerationRequest, *, p
                             on_sample: SampleCallback | None) -> list[Completion]:
     """One request of n samples, each released as it ends (module docstring). ``held``: the
     sequences already admitted for it (0: wait for admission here)."""
-    policy = retry or _ONE_ATTEMPT
+    policy = retry or ONE_ATTEMPT
     results: list[Completion | None] = [None] * request.n
     slots = [held]
 

@@ -31,7 +31,7 @@ class Trusted(Generic[M]):
             raise TypeError(f"{cls.__name__} cannot be built with Trusted: use model_construct")
         self.cls = cls
         self._fields_set = set(fields)
-        self._constant: dict[str, Any] = {}
+        constant: dict[str, Any] = {}
         self._factories: dict[str, Callable[[], Any]] = {}
         for name, f in fields.items():
             if f.default_factory is not None:
@@ -39,10 +39,10 @@ class Trusted(Generic[M]):
             elif f.is_required():
                 continue
             elif _immutable(f.default):
-                self._constant[name] = f.default
+                constant[name] = f.default
             else:  # a fresh deep copy per instance, as pydantic gives
                 self._factories[name] = functools.partial(copy.deepcopy, f.default)
-        self._template = {**dict.fromkeys(fields), **self._constant}
+        self._template = {**dict.fromkeys(fields), **constant}
 
     def build(self, values: dict[str, Any]) -> M:
         """An instance with ``values`` over the defaults (``values`` is not kept)."""

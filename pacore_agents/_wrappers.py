@@ -39,6 +39,10 @@ class RetryPolicy(BaseModel):
         return rng.uniform(0, cap)
 
 
+#: no retry: the policy of a call given none
+ONE_ATTEMPT = RetryPolicy(max_attempts=1)
+
+
 async def with_retries(policy: RetryPolicy, rng: random.Random, attempt: Callable[[int], Awaitable[T]], *,
                        what: str = "request", on_retry: Callable[[], None] | None = None,
                        **context: Any) -> T:

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import anyio
@@ -288,24 +290,34 @@ class OpenAIEngine(Engine):
             raise errors[0]
         return [c for c in results if c is not None]
 
-    async def _call(
-        self, index: int, model: str, request: GenerationRequest, n: int, seed: int | None
-    ) -> ChatCompletion:
-        name = self._names[index]
+    def _body(self, request: GenerationRequest, n: int, seed: int | None) -> dict[str, Any]:
+        """The chat request's keyword arguments: messages, sampling, and the priority where the
+        servers take one."""
         kwargs = sampling_kwargs(request.sampling, n, seed)
         if self.server_priority and request.metadata.priority:
             kwargs.setdefault("extra_body", {})["priority"] = request.metadata.priority
-        messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
+        kwargs["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        return kwargs
+
+    @contextmanager
+    def _chat_call(self, name: str) -> Iterator[None]:
+        """One chat request's deadline (``timeout``), and its errors as ``EngineError``s."""
         try:
             with anyio.fail_after(self._timeout):
-                response: ChatCompletion = await self._clients[index].chat.completions.create(
-                    model=model, messages=messages, **kwargs)
-                return response
+                yield
         except TimeoutError as exc:
             raise EngineError(f"{name}: request timed out after {self._timeout}s",
                               retryable=True, endpoint=name) from exc
         except openai.OpenAIError as exc:
             raise map_error(exc, name, "chat completion") from exc
+
+    async def _call(
+        self, index: int, model: str, request: GenerationRequest, n: int, seed: int | None
+    ) -> ChatCompletion:
+        with self._chat_call(self._names[index]):
+            response: ChatCompletion = await self._clients[index].chat.completions.create(
+                model=model, **self._body(request, n, seed))
+            return response
 
     async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
         """``generate`` for n == 1 as a streamed request (``stream=True``, usage from
@@ -329,26 +341,17 @@ class OpenAIEngine(Engine):
         model = await self.model()
         index = self._pool.assign(str(request.metadata.problem_id))
         name = self._names[index]
-        kwargs = sampling_kwargs(request.sampling, request.n, self._seed(request))
-        if self.server_priority and request.metadata.priority:
-            kwargs.setdefault("extra_body", {})["priority"] = request.metadata.priority
         options: dict[str, Any] = {"include_usage": True}
         if request.n > 1:
             options["continuous_usage_stats"] = True
-        messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
         choices = StreamedChoices(request.n, name, model, on_text=on_text, on_sample=on_sample)
-        try:
-            with self._pool.in_flight(index, request.n), anyio.fail_after(self._timeout):
-                stream = await self._clients[index].chat.completions.create(
-                    model=model, messages=messages, stream=True, stream_options=cast(Any, options), **kwargs)
-                async with stream:
-                    async for chunk in stream:
-                        choices.feed(chunk)
-        except TimeoutError as exc:
-            raise EngineError(f"{name}: request timed out after {self._timeout}s",
-                              retryable=True, endpoint=name) from exc
-        except openai.OpenAIError as exc:
-            raise map_error(exc, name, "chat completion") from exc
+        with self._pool.in_flight(index, request.n), self._chat_call(name):
+            stream = await self._clients[index].chat.completions.create(
+                model=model, stream=True, stream_options=cast(Any, options),
+                **self._body(request, request.n, self._seed(request)))
+            async with stream:
+                async for chunk in stream:
+                    choices.feed(chunk)
         return choices.finish()
 
     async def stats(self) -> EngineStats | None:

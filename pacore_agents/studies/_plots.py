@@ -32,6 +32,24 @@ def _pyplot() -> Any:
     return plt
 
 
+def _ttc_axes(ax: Any, title: str, *, legend_size: int) -> None:
+    """Accuracy (0..1, its 95% interval) against mean effective TTC on a log axis."""
+    ax.set_xscale("log")
+    ax.set_xlabel("mean effective TTC per sample (tokens, log scale)")
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=legend_size, loc="best")
+    ax.set_title(title)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_accuracy_vs_ttc(metrics: Sequence[ArmMetrics], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -45,17 +63,8 @@ def plot_accuracy_vs_ttc(metrics: Sequence[ArmMetrics], path: Path) -> Path:
                     yerr=[[max(0.0, m.accuracy - lo)], [max(0.0, hi - m.accuracy)]],
                     fmt=marker, markersize=size, fillstyle=fill, markeredgewidth=1.6, capsize=4,
                     color=f"C{i % 10}", label=m.label)
-    ax.set_xscale("log")
-    ax.set_xlabel("mean effective TTC per sample (tokens, log scale)")
-    ax.set_ylabel("accuracy (95% interval)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    ax.set_title("Accuracy vs effective test-time compute")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _ttc_axes(ax, "Accuracy vs effective test-time compute", legend_size=8)
+    return _save(plt, fig, path)
 
 
 def _line_key(point: Mapping[str, Any]) -> str:
@@ -107,17 +116,8 @@ def plot_scaling(metrics: Sequence[ArmMetrics], sweeps: Mapping[str, tuple[str, 
             ax.axhline(m.accuracy, color="gray", linestyle=":", linewidth=1)
             ax.annotate(m.label, (0.01, m.accuracy), xycoords=("axes fraction", "data"), ha="left",
                         va="bottom", fontsize=7, color="gray")
-    ax.set_xscale("log")
-    ax.set_xlabel("mean effective TTC per sample (tokens, log scale)")
-    ax.set_ylabel("accuracy (95% interval)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title("Scaling: accuracy vs effective test-time compute")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _ttc_axes(ax, "Scaling: accuracy vs effective test-time compute", legend_size=7)
+    return _save(plt, fig, path)
 
 
 def plot_rounds(metrics: Sequence[ArmMetrics], path: Path) -> Path:
@@ -136,10 +136,7 @@ def plot_rounds(metrics: Sequence[ArmMetrics], path: Path) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
     acc_ax.set_ylabel("share")
     con_ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_topology(name: str, node_link: Mapping[str, Any], path: Path) -> Path:
@@ -182,7 +179,4 @@ def plot_topology(name: str, node_link: Mapping[str, Any], path: Path) -> Path:
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=r) for r, c in palette.items()]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(f"{name}: widths {[len(rounds[r]) for r in sorted(rounds)]}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
