@@ -144,3 +144,29 @@ def test_cancelled_grader_still_stops_its_workers() -> None:
     with pytest.raises(PacoreError, match="closed"):
         anyio.run(grader.grade, "1", "\\boxed{1}")
     assert _grading_workers() == []
+
+
+def test_start_readies_a_worker_and_aclose_stops_it() -> None:
+    """``start`` returns with one worker up (math-verify loaded); checks then use it, and
+    ``aclose`` leaves no worker behind."""
+    async def main() -> tuple[list[psutil.Process], str, list[psutil.Process]]:
+        async with Grader(workers=1) as grader:
+            await grader.start()
+            up = _grading_workers()
+            status = (await grader.grade("7", "so \\boxed{7}")).status
+            assert _grading_workers() == up  # the check ran on the started worker
+        return up, status, _grading_workers()
+
+    up, status, after = anyio.run(main)
+    assert len(up) == 1 and status == "correct"
+    assert after == [] and not up[0].is_running()
+
+
+def test_start_after_aclose_starts_nothing() -> None:
+    async def main() -> list[psutil.Process]:
+        grader = Grader()
+        await grader.aclose()
+        await grader.start()  # a closed grader: nothing to start, and no error either
+        return _grading_workers()
+
+    assert anyio.run(main) == []

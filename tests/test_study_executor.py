@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from pacore_agents import ConfigError, FunctionEngine, GenerationRequest
-from pacore_agents.studies import parse_study, run_study
+from pacore_agents.studies import Grade, Grader, parse_study, run_study
 from pacore_agents.studies._store import ResultStore
 
 
@@ -102,3 +102,49 @@ def test_report_shows_the_engine_side(tmp_path: Path) -> None:
     rows = (tmp_path / "out" / "report" / "engine.csv").read_text().splitlines()
     assert rows[0].startswith("started_at,samples_run,window") and len(rows) == 2
     assert rows[1].split(",")[2] == "3"  # the window
+
+
+class _Recording(Grader):
+    """Records each text it is asked to grade; ``graded`` is set once round 1's are asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+        self.checked: list[str] = []
+        self.graded = anyio.Event()
+
+    async def grade(self, gold: str | None, text: str | None) -> Grade:
+        self.asked.append(text or "")
+        if sum("explorer" in t for t in self.asked) >= 3:
+            self.graded.set()
+        return await super().grade(gold, text)
+
+    def _blocking_check(self, gold: str, prediction: str) -> tuple[str, str | None]:
+        self.checked.append(prediction)  # the worker's real check, once per distinct text
+        return super()._blocking_check(gold, prediction)
+
+
+def test_nodes_are_graded_as_they_finish_not_after_the_sink(tmp_path: Path) -> None:
+    """A unit's explorers are graded while its sink still runs (the sink waits for that here:
+    graded only after the run, it would time out), and each text is checked once."""
+    grader = _Recording()
+
+    async def handler(request: GenerationRequest) -> list[str]:
+        if request.metadata.round == 1:
+            return [f"explorer {i}: \\boxed{{0}}" for i in range(request.n)]
+        with anyio.fail_after(30):
+            await grader.graded.wait()
+        return ["sink: \\boxed{0}"] * request.n
+
+    text = _spec(tmp_path, problems=1).replace('[[arms]]\nname = "single"\nbaseline = "single"\n', "")
+    summary = anyio.run(lambda: run_study(parse_study(text), tmp_path / "out",
+                                          engine=FunctionEngine(handler), grader_factory=lambda: grader))
+    assert summary.ran == 1 and not summary.failed
+    store = ResultStore.open(tmp_path / "out")
+    try:
+        outcome = store.outcomes()[0]
+    finally:
+        store.close()
+    assert [nd.status for nd in outcome.nodes] == ["correct"] * 4  # gold 0: every node agrees
+    assert sorted(grader.checked) == sorted(set(grader.checked))  # once per text
+    assert len(grader.checked) == 4

@@ -12,6 +12,9 @@ Contract:
 - A unit is skipped if its key is in the store; otherwise it runs, its nodes are graded, and
   its row is written in one transaction. Units that fail (``RunFailedError``/``EngineError``
   after retries) are NOT stored: they are reported and retried by the next run.
+- A topology unit starts grading each node the moment its record is final
+  (``_GradeAsFinished``), so grading overlaps the rest of the run instead of piling up after
+  the sinks; the verdicts are the same (the grader's cache serves the unit's final pass).
 - Phase 1 runs topology arms and ``single``; phase 2 (self-consistency) starts only when phase 1
   is complete, because its vote sizes are computed from phase 1 (see ``_baselines``).
 - Log lines of a unit carry ``problem``, ``arm`` and ``sample`` (structlog contextvars).
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -54,7 +58,7 @@ from pacore_agents._messages import Problem
 from pacore_agents._priority import Priority
 from pacore_agents._references import derive_seed
 from pacore_agents._run import run
-from pacore_agents._trace import NodeRecord
+from pacore_agents._trace import NodeRecord, RoundSummary
 from pacore_agents._wrappers import RetryPolicy
 from pacore_agents.engines import create_engine
 
@@ -105,6 +109,27 @@ class StudyRunSummary:
     skipped_phase2: bool = False
     elapsed: float = 0.0
     engine: dict[str, Any] = field(default_factory=dict)
+
+
+class _GradeAsFinished:
+    """A ``RunObserver`` that starts grading each node in ``tg`` as soon as its record is final;
+    the verdict lands in the grader's cache, where ``_grade_nodes`` finds it."""
+
+    def __init__(self, tg: TaskGroup, grader: Grader, gold: str | None) -> None:
+        self.tg, self.grader, self.gold = tg, grader, gold
+
+    def node_finished(self, record: NodeRecord) -> None:
+        if self.gold is not None and record.error is None and record.content is not None:
+            self.tg.start_soon(self.grader.grade, self.gold, record.message)
+
+    def round_started(self, round_: int, nodes: int, requests: int) -> None:
+        pass
+
+    def request_finished(self, round_: int, nodes: int, completion_tokens: int, failed: bool) -> None:
+        pass
+
+    def round_finished(self, summary: RoundSummary) -> None:
+        pass
 
 
 class StudyRunner:
@@ -176,9 +201,18 @@ class StudyRunner:
             first = topology.nodes(1)
             comps = await self.pool.get(problem, sample, len(first))
             precomputed = dict(zip(first, comps, strict=True))
-        result = await run(problem, topology, self.engine, config=self.spec.run_config(arm, sample),
-                           roles=arm.build_roles(topology), precomputed=precomputed,
-                           unit=f"{problem.id}|{arm.name}|s{sample}")
+        failure: RunFailedError | EngineError | None = None
+        async with anyio.create_task_group() as tg:  # grades started as nodes finish
+            try:
+                result = await run(problem, topology, self.engine, config=self.spec.run_config(arm, sample),
+                                   roles=arm.build_roles(topology), precomputed=precomputed,
+                                   observer=_GradeAsFinished(tg, self.grader, problem.answer),
+                                   unit=f"{problem.id}|{arm.name}|s{sample}")
+            except (RunFailedError, EngineError) as exc:
+                failure = exc
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         trace = result.trace
         nodes = await self._grade_nodes(problem, trace.nodes)
         sink = next(nd for nd in nodes if nd.id == trace.sink)
@@ -270,37 +304,53 @@ async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None
                      progress: bool, console: Console | None,
                      grader_factory: Callable[[], Grader] | None) -> StudyRunSummary:
     started = time.monotonic()
-    problems = load_problems(spec.dataset)
-    own = create_engine(spec.engine, retry=spec.retry) if engine is None else None
-    base = engine or own
-    assert base is not None
+    grader = grader_factory() if grader_factory else Grader(workers=spec.grading.workers,
+                                                            timeout=spec.grading.timeout)
+    own: Engine | None = None
     try:
-        await base.start()  # a bad engine fails here, before the out dir is touched
-        store = ResultStore.open(out_dir, spec, spec_text)
-        try:
-            done = store.done_keys()
-            keys = {(a.name, p.id, s) for a in spec.arms for p in problems for s in range(spec.samples)}
-            summary = StudyRunSummary(total=len(keys), already_done=len(keys & done))
-            grader = grader_factory() if grader_factory else Grader(workers=spec.grading.workers,
-                                                                    timeout=spec.grading.timeout)
-            columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-                       MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-            executor = executor_for(base)
-            executor.refresh()
-            before, t0 = await base.stats(), time.time()
-            async with grader:
+        async with grader, anyio.create_task_group() as tg:
+            tg.start_soon(_start_grader, grader)
+            problems = load_problems(spec.dataset)
+            own = create_engine(spec.engine, retry=spec.retry) if engine is None else None
+            base = engine or own
+            assert base is not None
+            await base.start()  # a bad engine fails here, before the out dir is touched
+            store = ResultStore.open(out_dir, spec, spec_text)
+            try:
+                done = store.done_keys()
+                keys = {(a.name, p.id, s) for a in spec.arms for p in problems for s in range(spec.samples)}
+                summary = StudyRunSummary(total=len(keys), already_done=len(keys & done))
+                columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+                           MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+                executor = executor_for(base)
+                executor.refresh()
+                before, t0 = await base.stats(), time.time()
                 with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
                     runner = StudyRunner(spec, store, base, grader, problems, bar if progress else None)
                     await runner.run(summary)
-            summary.engine = await _engine_figures(store, base, executor, before, t0, summary.ran)
-        finally:
-            store.close()
+                summary.engine = await _engine_figures(store, base, executor, before, t0, summary.ran)
+                tg.cancel_scope.cancel()  # a grader start still waiting: not needed now
+            finally:
+                store.close()
     finally:
         if own is not None:
             with anyio.CancelScope(shield=True):
                 await own.aclose()
     summary.elapsed = time.monotonic() - started
     return summary
+
+
+#: how long after the study starts its grader's worker (see ``_start_grader``)
+GRADER_START_DELAY = 2.0
+
+
+async def _start_grader(grader: Grader) -> None:
+    """Start the grader's worker (~1 s of CPU: math-verify and sympy) a little after the study
+    starts, once its first requests are with the engine. Started at once, it would delay those
+    requests on a small machine while the engine has nothing to do; left to the first check,
+    it would start where rounds hand over and the engine waits for this process."""
+    await anyio.sleep(GRADER_START_DELAY)
+    await grader.start()
 
 
 async def _engine_figures(store: ResultStore, engine: Engine, executor: Executor, before: EngineStats | None,
