@@ -50,10 +50,10 @@ def sample_request(request: GenerationRequest, i: int) -> GenerationRequest:
         metadata=TRUSTED_METADATA.copy(request.metadata, nodes=request.metadata.nodes[i:i + 1]))
 
 
-async def _each(indices: list[int], send: SampleCallback | None,
+async def each_sample(indices: list[int], send: SampleCallback | None,
                 one: Callable[[int], Awaitable[Completion]]) -> None:
     """``one(i)`` for every index at once; ``send(i, result)`` as each ends; the first
-    ``EngineError`` cancels the others and is raised."""
+    ``EngineError`` cancels the others and is raised. (Also the OpenAI engine's ``use_n=False``.)"""
     errors: list[EngineError] = []
 
     async def run(i: int) -> None:
@@ -86,7 +86,7 @@ async def generate_split(executor: Executor, request: GenerationRequest, *, prio
         if on_sample is not None:
             on_sample(i, completion)
 
-    await _each(list(range(request.n)), ended, one)
+    await each_sample(list(range(request.n)), ended, one)
     return [c for c in results if c is not None]
 
 
@@ -122,7 +122,7 @@ async def generate_streamed(executor: Executor, request: GenerationRequest, *, p
                 async def one(i: int) -> Completion:
                     return (await executor._send(sample_request(request, i), policy.timeout, None))[0]
 
-                await _each(rest, lambda i, c: ended(i, c, k), one)
+                await each_sample(rest, lambda i, c: ended(i, c, k), one)
         finally:  # what is still held goes back: a back-off holds no slot
             executor.release(slots[0])
             slots[0] = 0

@@ -55,6 +55,7 @@ from pacore_agents._engine import (
 )
 from pacore_agents._errors import EngineError
 from pacore_agents._logging import get_logger, register_secret
+from pacore_agents._samples import each_sample
 from pacore_agents._wrappers import RetryPolicy, with_retries
 
 from ._endpoints import EndpointPool, display_url
@@ -271,23 +272,17 @@ class OpenAIEngine(Engine):
         """n concurrent n=1 requests; the first failure cancels the others and is raised."""
         name = self._names[index]
         results: list[Completion | None] = [None] * request.n
-        errors: list[EngineError] = []
         seed = self._seed(request)
 
-        async def one(i: int) -> None:
-            try:
-                response = await self._call(index, model, request, 1, None if seed is None else seed + i)
-                results[i] = completions(response, 1, name)[0]
-            except EngineError as exc:
-                errors.append(exc)
-                tg.cancel_scope.cancel()
+        async def one(i: int) -> Completion:
+            response = await self._call(index, model, request, 1, None if seed is None else seed + i)
+            return completions(response, 1, name)[0]
+
+        def keep(i: int, completion: Completion) -> None:
+            results[i] = completion
 
         with self._pool.in_flight(index, request.n):
-            async with anyio.create_task_group() as tg:
-                for i in range(request.n):
-                    tg.start_soon(one, i)
-        if errors:
-            raise errors[0]
+            await each_sample(list(range(request.n)), keep, one)
         return [c for c in results if c is not None]
 
     def _body(self, request: GenerationRequest, n: int, seed: int | None) -> dict[str, Any]:

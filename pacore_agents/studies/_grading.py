@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import anyio
 from pydantic import BaseModel
@@ -42,6 +42,8 @@ from ._datasets import gsm8k_gold
 
 GradeStatus = Literal["correct", "wrong", "timeout", "error"]
 CheckFn = Callable[[str, str], bool]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class Grade(BaseModel):
@@ -230,9 +232,7 @@ class Grader:
         for _ in range(3):  # a pool killed under a sibling check is retried on a new one
             pool, spawner = self._get_pool()
             try:
-                # submit from the spawner thread: a worker it starts dies with that thread
-                fut = spawner.submit(pool.submit, _worker_check, self.check, gold, prediction,
-                                     self.timeout).result()
+                fut = _submit(pool, spawner, _worker_check, self.check, gold, prediction, self.timeout)
                 return fut.result(timeout=self.timeout + self.grace)
             except cf.TimeoutError:
                 self._kill_pool(pool)
@@ -253,18 +253,18 @@ class Grader:
         with contextlib.suppress(PacoreError, BrokenProcessPool, cf.CancelledError, RuntimeError,
                                  cf.TimeoutError):
             pool, spawner = self._get_pool()
-            spawner.submit(pool.submit, _worker_ready).result().result(timeout=60)
+            _submit(pool, spawner, _worker_ready).result(timeout=60)
 
     async def grade(self, gold: str | None, text: str | None) -> Grade:
         """Grade ``text`` against ``gold``; no text -> wrong, no gold -> error."""
-        answer = extract_answer(text)
         if gold is None:
-            return Grade(status="error", answer=answer, detail="the problem has no gold answer")
+            return Grade(status="error", answer=extract_answer(text), detail="the problem has no gold answer")
         if not text or not text.strip():
             return Grade(status="wrong", answer=None, detail="empty")
         key = (gold, text)
-        if key in self._cache:
+        if key in self._cache:  # a study asks twice per node: as it finishes, and for its unit
             return self._cache[key]
+        answer = extract_answer(text)
         async with self._limiter:
             status, detail = await anyio.to_thread.run_sync(
                 self._blocking_check, gold_latex(gold), text, abandon_on_cancel=True)
@@ -295,6 +295,13 @@ class Grader:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _submit(pool: cf.ProcessPoolExecutor, spawner: cf.ThreadPoolExecutor,
+            fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> cf.Future[_R]:
+    """``pool.submit(fn, *args)``, called from the spawner thread: a worker that submission
+    starts dies with that thread (``PR_SET_PDEATHSIG``), never with a passing worker thread."""
+    return spawner.submit(pool.submit, fn, *args, **kwargs).result()
 
 
 def _stop_pool(pool: cf.ProcessPoolExecutor, grace: float) -> None:
