@@ -1,43 +1,57 @@
-"""pacore-agents: parallel coordinated reasoning where every trajectory is an agent."""
+"""pacore-agents: parallel coordinated reasoning where every trajectory is an agent.
+
+The public names below are imported on first use (``_lazy``): ``import pacore_agents`` is cheap,
+and so is a process that needs one small module of it (a grading worker).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import attach
 
 __version__ = "0.1.0"
 
-from ._config import PACORE_SAMPLING, FailurePolicy, RunConfig
-from ._engine import (
-    Completion,
-    Engine,
-    EngineInfo,
-    EngineStats,
-    GenerationRequest,
-    RequestMetadata,
-    SamplingParams,
-    Usage,
-)
-from ._errors import ConfigError, EngineError, PacoreError, RunFailedError, TopologyError
-from ._executor import DEFAULT_WINDOW, Executor, executor_for
-from ._function_engine import FunctionEngine
-from ._ids import AgentIndex, NodeId, ProblemId, RoleName, Round
-from ._messages import ChatMessage, Problem
-from ._meter import ExecutorStats
-from ._plan import NodePlan, Planner
-from ._priority import Priority
-from ._references import OrderPolicy, Reference, derive_seed, order_references
-from ._roles import PromptContext, Role, RoleBook, builtin_roles, pacore_compact
-from ._run import RunResult, resolve_topology, run, run_sync
-from ._scheduler import MergeGroup, RunDriver, RunObserver
-from ._specs import TopologySpec, build, builtin_topologies, load_topology, parse_spec
-from ._topology import (
-    Topology,
-    all_to_all,
-    from_edges,
-    from_graph,
-    hierarchical,
-    ring,
-    star,
-    validate,
-)
-from ._trace import NodeRecord, NodeStatus, RoundSummary, RunStats, RunTrace, Truncation
-from ._wrappers import ConcurrencyLimitedEngine, EngineWrapper, RetryingEngine, RetryPolicy
+if TYPE_CHECKING:
+    from ._config import PACORE_SAMPLING, FailurePolicy, RunConfig
+    from ._engine import (
+        Completion,
+        Engine,
+        EngineInfo,
+        EngineStats,
+        GenerationRequest,
+        RequestMetadata,
+        SamplingParams,
+        Usage,
+    )
+    from ._errors import ConfigError, EngineError, PacoreError, RunFailedError, TopologyError
+    from ._executor import DEFAULT_WINDOW, Executor, executor_for
+    from ._function_engine import FunctionEngine
+    from ._ids import AgentIndex, NodeId, ProblemId, RoleName, Round
+    from ._messages import ChatMessage, Problem
+    from ._meter import ExecutorStats
+    from ._plan import NodePlan, Planner
+    from ._priority import Priority
+    from ._references import OrderPolicy, Reference, derive_seed, order_references
+    from ._roles import PromptContext, Role, RoleBook, builtin_roles, pacore_compact
+    from ._run import RunResult, resolve_topology, run, run_sync
+    from ._scheduler import MergeGroup, RunDriver, RunObserver
+    from ._specs import TopologySpec, build, builtin_topologies, load_topology, parse_spec
+    from ._topology import (
+        Topology,
+        all_to_all,
+        from_edges,
+        from_graph,
+        hierarchical,
+        ring,
+        star,
+        validate,
+    )
+    from ._trace import NodeRecord, NodeStatus, RoundSummary, RunStats, RunTrace, Truncation
+    from ._wrappers import ConcurrencyLimitedEngine, EngineWrapper, RetryingEngine, RetryPolicy
+
+if not TYPE_CHECKING:  # type checkers see the imports above, not a catch-all __getattr__
+    __getattr__, __dir__ = attach(__name__, __file__)
 
 __all__ = [
     "DEFAULT_WINDOW",

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
 
 from ._errors import ConfigError, PacoreError, unwrap_exception_group
-from ._wrappers import RetryPolicy
-from .engines import EngineOptions, parse_engine_options
-from .engines._endpoints import normalize_base_url
+
+if TYPE_CHECKING:  # imported where used: the CLI's modules stay light to import
+    from pydantic import BaseModel
+
+    from ._wrappers import RetryPolicy
+    from .engines import EngineOptions
 
 _PANEL = "Engine"
 
@@ -106,6 +108,11 @@ class EngineFlags:
         Raises ``ConfigError`` (one line) for an unknown engine, a flag the engine kind does not
         take, or options that do not validate.
         """
+        from pydantic import BaseModel
+
+        from .engines import parse_engine_options
+        from .engines._endpoints import normalize_base_url
+
         data: dict[str, Any] = dict(base.model_dump() if isinstance(base, BaseModel) else base or {})
         kind = str(data.get("kind", "vllm"))
         if self.engine is not None:
@@ -142,6 +149,8 @@ class EngineFlags:
 
     def retry(self, base: RetryPolicy | None = None) -> RetryPolicy:
         """``base`` (default ``RetryPolicy()``) with ``--retries`` / ``--request-timeout`` applied."""
+        from ._wrappers import RetryPolicy
+
         policy = base or RetryPolicy()
         update: dict[str, Any] = {}
         if self.retries is not None:

@@ -14,7 +14,6 @@ from typing import Annotated
 
 import anyio
 import typer
-from pydantic import SecretStr, ValidationError
 
 from ._cli_engine import (
     BaseUrlFlag,
@@ -32,7 +31,6 @@ from ._cli_engine import (
     TensorParallelFlag,
 )
 from ._errors import ConfigError
-from ._logging import configure_logging, register_secret
 
 _SERVER = "Server"
 
@@ -63,6 +61,9 @@ def serve_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve PaCoRe topologies as OpenAI-compatible chat models (one engine for all requests)."""
+    from pydantic import SecretStr, ValidationError
+
+    from ._logging import configure_logging, register_secret
     from .cli import fail
 
     configure_logging(verbose=verbose)

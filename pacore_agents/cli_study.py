@@ -34,7 +34,6 @@ from ._cli_engine import (
     exit_code_for,
 )
 from ._errors import ConfigError, PacoreError
-from ._logging import configure_logging
 
 if TYPE_CHECKING:
     from .studies import StudySpec
@@ -79,7 +78,8 @@ def run_command(
 ) -> None:
     """Run (or resume) the study in STUDY.toml into --out. Engine flags override the study's
     [engine] table (and --retries / --request-timeout its [retry] table)."""
-    from .studies import build_report, load_study, run_study
+    from ._logging import configure_logging
+    from .studies import load_study, run_study
 
     configure_logging(verbose=verbose)
     console = _console()
@@ -111,6 +111,8 @@ def run_command(
     for arm, sizes in summary.sc_sizes.items():
         console.print(f"self-consistency {arm}: vote sizes {sizes}")
     if report:
+        from .studies import build_report  # the report's modules (numpy, plots) load only for it
+
         build_report(out, console=console)
     if summary.failed:
         for line in summary.failed[:10]:
@@ -149,6 +151,7 @@ def report_command(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="write PNG plots")] = True,
 ) -> None:
     """Print the metrics table of the study in OUT; write CSVs and plots into OUT/report."""
+    from ._logging import configure_logging
     from .studies import build_report
 
     configure_logging()

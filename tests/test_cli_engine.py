@@ -169,7 +169,7 @@ def test_flags_lay_over_a_study_engine_table() -> None:
 def test_exception_groups_reaching_the_clis_become_one_line(monkeypatch: pytest.MonkeyPatch, study: Path,
                                                             tmp_path: Path) -> None:
     """Whatever a task group wraps, the user sees its one error: bad input exits 2, others 1."""
-    import pacore_agents.cli as cli
+    import pacore_agents._run as run_module
     import pacore_agents.studies as studies
     from pacore_agents import ConfigError, EngineError
 
@@ -179,7 +179,7 @@ def test_exception_groups_reaching_the_clis_become_one_line(monkeypatch: pytest.
     async def failing_study(*args: object, **kwargs: object) -> None:
         raise ExceptionGroup("tg", [RuntimeError("noise"), EngineError("server gone")])
 
-    monkeypatch.setattr(cli, "run", bad_run)
+    monkeypatch.setattr(run_module, "run", bad_run)  # the command imports it when it runs
     assert_one_line_error(invoke("run", "Q?", "--engine", ENGINE, "-q"), 2, "the model has no tokenizer")
     monkeypatch.setattr(studies, "run_study", failing_study)
     assert_one_line_error(invoke("study", "run", str(study), "--out", str(tmp_path / "o"), "--engine", ENGINE),

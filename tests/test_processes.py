@@ -44,8 +44,8 @@ FOLLOW_PARENT = textwrap.dedent("""
         print(child.pid, flush=True)
         time.sleep(600)
     else:
-        from pacore_agents.studies._grading import _exit_with_parent
-        _exit_with_parent(os.getppid(), pdeathsig=sys.argv[2] == "1", watch=sys.argv[3] == "1",
+        from pacore_agents.studies._grading_worker import exit_with_parent
+        exit_with_parent(os.getppid(), pdeathsig=sys.argv[2] == "1", watch=sys.argv[3] == "1",
                           poll=0.1)
         print("ready", flush=True)  # our stdout is the parent's
         time.sleep(600)

@@ -2,25 +2,38 @@
 
 ``pacore study run study.toml --out runs/x`` runs (or resumes) a study; ``pacore study report
 runs/x`` prints the metrics table and writes CSV files and PNG plots.
+
+Public names are imported on first use (``pacore_agents._lazy``).
 """
 
-from ._baselines import budget_matched_sizes, majority_vote
-from ._datasets import DatasetSpec, gsm8k_gold, load_problems
-from ._grading import Grade, Grader, extract_answer, gold_latex, math_verify_check, normalize_answer
-from ._metrics import ArmMetrics, RoundMetrics, compute_metrics
-from ._plan import ArmPlan, plan_study, plan_table
-from ._report import Report, build_report
-from ._runner import CROSS_REF_RE, StudyRunSummary, run_study
-from ._spec import ArmSpec, GradingSpec, RoleOverride, StudySpec, load_study, parse_study
-from ._stats import (
-    PairedComparison,
-    clustered_interval,
-    mcnemar_exact,
-    paired_comparison,
-    wilson_interval,
-)
-from ._store import NodeOutcome, ResultStore, SampleOutcome
-from ._sweeps import SweepSpec, expand_sweep
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pacore_agents._lazy import attach
+
+if TYPE_CHECKING:
+    from ._baselines import budget_matched_sizes, majority_vote
+    from ._datasets import DatasetSpec, gsm8k_gold, load_problems
+    from ._grading import Grade, Grader, extract_answer, gold_latex, normalize_answer
+    from ._grading_worker import math_verify_check
+    from ._metrics import ArmMetrics, RoundMetrics, compute_metrics
+    from ._plan import ArmPlan, plan_study, plan_table
+    from ._report import Report, build_report
+    from ._runner import CROSS_REF_RE, StudyRunSummary, run_study
+    from ._spec import ArmSpec, GradingSpec, RoleOverride, StudySpec, load_study, parse_study
+    from ._stats import (
+        PairedComparison,
+        clustered_interval,
+        mcnemar_exact,
+        paired_comparison,
+        wilson_interval,
+    )
+    from ._store import NodeOutcome, ResultStore, SampleOutcome
+    from ._sweeps import SweepSpec, expand_sweep
+
+if not TYPE_CHECKING:  # type checkers see the imports above, not a catch-all __getattr__
+    __getattr__, __dir__ = attach(__name__, __file__)
 
 __all__ = [
     "CROSS_REF_RE",

@@ -7,29 +7,22 @@ alarms are switched off so they cannot cancel ours); a worker that does not come
 the budget plus a grace period (a hang that signals cannot break) is killed and the pool
 replaced. Either way the check is recorded with status ``"timeout"``, never as wrong.
 
-Workers never outlive the process that graded with them: each one asks Linux for SIGKILL when
-its parent goes (``PR_SET_PDEATHSIG``; workers are started from one long-lived thread of the
-``Grader``, because that signal follows the thread that started the process) and also polls its
-parent pid (the portable fallback), so a ``kill -9`` of a study leaves none behind. Workers
-ignore SIGINT: on Ctrl-C the parent closes the pool (``aclose`` stops it, killing what is busy).
+Workers never outlive the process that graded with them (``_grading_worker``: the worker's
+side, which imports only the standard library). Workers ignore SIGINT: on Ctrl-C the parent
+closes the pool (``aclose`` stops it, killing what is busy).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import ctypes
-import logging
 import multiprocessing
 import os
 import re
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from types import FrameType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import anyio
@@ -39,9 +32,16 @@ from pacore_agents._errors import PacoreError
 from pacore_agents._roles import last_boxed
 
 from ._datasets import gsm8k_gold
+from ._grading_worker import (
+    CheckFn,
+    block_sigint,
+    math_verify_check,
+    worker_check,
+    worker_init,
+    worker_ready,
+)
 
 GradeStatus = Literal["correct", "wrong", "timeout", "error"]
-CheckFn = Callable[[str, str], bool]
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -108,86 +108,6 @@ def gold_latex(answer: str) -> str:
     return f"\\boxed{{{gold}}}"
 
 
-def math_verify_check(gold: str, prediction: str) -> bool:
-    """math-verify's verdict (gold first: the comparison is not symmetric). No own timeouts."""
-    from math_verify import parse, verify
-
-    gold_parsed = parse(gold, parsing_timeout=None, raise_on_error=True)
-    if not gold_parsed:
-        raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
-    try:
-        pred_parsed = parse(prediction, parsing_timeout=None, raise_on_error=True)
-    except Exception:  # an unparsable prediction is a wrong one
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=False))
-
-
-class _CheckTimeout(BaseException):  # BaseException: math-verify catches Exception
-    pass
-
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise _CheckTimeout
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _exit_with_parent(parent_pid: int, *, pdeathsig: bool = True, watch: bool = True,
-                      poll: float = 0.5) -> None:
-    """Make this process exit when ``parent_pid`` (the process that started it) dies: Linux's
-    parent-death signal (SIGKILL, sent when the *thread* that started us ends) and a daemon
-    thread that exits the process once ``os.getppid()`` is no longer ``parent_pid``."""
-    if pdeathsig and sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):  # no prctl: the watcher still works
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before we could ask to follow it
-        os._exit(1)
-    if watch:
-        def watcher() -> None:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT})  # main's
-            while os.getppid() == parent_pid:
-                time.sleep(poll)
-            os._exit(1)
-
-        threading.Thread(target=watcher, name="pacore-parent-watch", daemon=True).start()
-
-
-def _block_sigint() -> None:
-    """In the spawner thread: the processes it starts inherit SIGINT blocked, so a Ctrl-C that
-    reaches the whole process group cannot interrupt a worker before its initializer runs."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-
-
-def _worker_init(parent_pid: int | None = None) -> None:
-    """Follow the parent's death; load math-verify (and the parts of sympy it loads on first
-    use, by checking one answer) up front: loading must not eat a check's budget."""
-    if parent_pid is not None:
-        _exit_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings
-    math_verify_check("\\boxed{1}", "1")
-    signal.signal(signal.SIGALRM, _on_alarm)
-
-
-def _worker_ready() -> bool:
-    return True
-
-
-def _worker_check(check: CheckFn, gold: str, prediction: str, budget: float) -> tuple[str, str | None]:
-    """Runs in a worker process (main thread): the check under a SIGALRM budget."""
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, budget)
-    try:
-        return ("correct" if check(gold, prediction) else "wrong"), None
-    except _CheckTimeout:
-        return "timeout", f"check exceeded {budget}s"
-    except Exception as exc:
-        return "error", f"{type(exc).__name__}: {exc}"[:500]
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
 class Grader:
     """Grades texts against gold answers in a process pool. Use as an async context manager.
 
@@ -207,7 +127,7 @@ class Grader:
         self._cache: dict[tuple[str, str], Grade] = {}
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init,
+        return cf.ProcessPoolExecutor(max_workers=self.workers, initializer=worker_init,
                                       initargs=(os.getpid(),),
                                       mp_context=multiprocessing.get_context("spawn"))
 
@@ -217,7 +137,7 @@ class Grader:
                 raise PacoreError("the grader is closed")
             if self._spawner is None:
                 self._spawner = cf.ThreadPoolExecutor(1, thread_name_prefix="pacore-grading-spawner",
-                                                      initializer=_block_sigint)
+                                                      initializer=block_sigint)
             if self._pool is None:
                 self._pool = self._new_pool()
             return self._pool, self._spawner
@@ -232,7 +152,7 @@ class Grader:
         for _ in range(3):  # a pool killed under a sibling check is retried on a new one
             pool, spawner = self._get_pool()
             try:
-                fut = _submit(pool, spawner, _worker_check, self.check, gold, prediction, self.timeout)
+                fut = _submit(pool, spawner, worker_check, self.check, gold, prediction, self.timeout)
                 return fut.result(timeout=self.timeout + self.grace)
             except cf.TimeoutError:
                 self._kill_pool(pool)
@@ -253,7 +173,7 @@ class Grader:
         with contextlib.suppress(PacoreError, BrokenProcessPool, cf.CancelledError, RuntimeError,
                                  cf.TimeoutError):
             pool, spawner = self._get_pool()
-            _submit(pool, spawner, _worker_ready).result(timeout=60)
+            _submit(pool, spawner, worker_ready).result(timeout=60)
 
     async def grade(self, gold: str | None, text: str | None) -> Grade:
         """Grade ``text`` against ``gold``; no text -> wrong, no gold -> error."""

@@ -190,7 +190,7 @@ def describe_role(role: Role) -> str:
 class GradingSpec(BaseModel):
     """How answers are graded: math-verify in a process pool, a timeout per check. Every node's
     message is graded as soon as its record is final, while the rest of its unit runs; the
-    pool's worker starts a moment after the study does, once the first requests are out."""
+    pool's worker starts with the study (it loads math-verify, not the study's own modules)."""
 
     model_config = ConfigDict(extra="forbid")
 
