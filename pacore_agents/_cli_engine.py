@@ -1,5 +1,6 @@
-"""The engine flags of ``pacore run`` and ``pacore study run``, defined once, and the errors
-both commands turn into one line and an exit code.
+"""The engine flags of ``pacore run``, ``pacore study run`` and ``pacore serve``, defined once
+(``with_engine_flags`` gives a command all of them as one ``EngineFlags``), and the errors the
+commands turn into one line and an exit code.
 
 Every flag defaults to None, meaning "not given": ``EngineFlags.options(base)`` lays the given
 flags over ``base`` (a study's ``[engine]`` table; nothing for ``pacore run``). ``--engine`` with
@@ -10,9 +11,12 @@ HTTP timeout too) and ``--retries`` is the number of attempts: ``EngineFlags.ret
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -24,40 +28,42 @@ if TYPE_CHECKING:  # imported where used: the CLI's modules stay light to import
     from ._wrappers import RetryPolicy
     from .engines import EngineOptions
 
-_PANEL = "Engine"
+#: the help panel of the engine flags
+PANEL = "Engine"
+_R = TypeVar("_R")
 
 EngineFlag = Annotated[str | None, typer.Option(
-    "--engine", help="vllm (default) | openai | function:MODULE:CALLABLE", rich_help_panel=_PANEL)]
+    "--engine", help="vllm (default) | openai | function:MODULE:CALLABLE", rich_help_panel=PANEL)]
 ModelFlag = Annotated[str | None, typer.Option(
     "--model", help="model: local path or name (vllm; default the embedded SmolLM2-135M), served "
-    "name (openai; default the server's first)", rich_help_panel=_PANEL)]
+    "name (openai; default the server's first)", rich_help_panel=PANEL)]
 BaseUrlFlag = Annotated[list[str] | None, typer.Option(
     "--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (repeatable: one per "
-    "replica)", rich_help_panel=_PANEL)]
+    "replica)", rich_help_panel=PANEL)]
 ApiKeyFlag = Annotated[str | None, typer.Option(
-    "--api-key", help="API key for --engine openai (default: $OPENAI_API_KEY)", rich_help_panel=_PANEL)]
+    "--api-key", help="API key for --engine openai (default: $OPENAI_API_KEY)", rich_help_panel=PANEL)]
 MaxModelLenFlag = Annotated[int | None, typer.Option(
-    "--max-model-len", min=1, help="vLLM context length", rich_help_panel=_PANEL)]
-DtypeFlag = Annotated[str | None, typer.Option("--dtype", help="vLLM dtype (default auto)", rich_help_panel=_PANEL)]
+    "--max-model-len", min=1, help="vLLM context length", rich_help_panel=PANEL)]
+DtypeFlag = Annotated[str | None, typer.Option("--dtype", help="vLLM dtype (default auto)", rich_help_panel=PANEL)]
 KvCacheFlag = Annotated[float | None, typer.Option(
-    "--kv-cache-gb", help="vLLM CPU KV cache space, GiB (default 1)", rich_help_panel=_PANEL)]
+    "--kv-cache-gb", help="vLLM CPU KV cache space, GiB (default 1)", rich_help_panel=PANEL)]
 TensorParallelFlag = Annotated[int | None, typer.Option(
-    "--tensor-parallel-size", min=1, help="vLLM tensor parallel size", rich_help_panel=_PANEL)]
+    "--tensor-parallel-size", min=1, help="vLLM tensor parallel size", rich_help_panel=PANEL)]
 EagerFlag = Annotated[bool | None, typer.Option(
     "--eager/--no-eager", help="vLLM enforce_eager (default: on for CPU)", show_default=False,
-    rich_help_panel=_PANEL)]
+    rich_help_panel=PANEL)]
 MaxSequencesFlag = Annotated[int | None, typer.Option(
     "--max-sequences", min=1, help="sequences in flight: vLLM's max_num_seqs; per endpoint for openai "
-    "(default 256); the function engine's window", rich_help_panel=_PANEL)]
+    "(default 256); the function engine's window", rich_help_panel=PANEL)]
 RequestTimeoutFlag = Annotated[float | None, typer.Option(
-    "--request-timeout", help="seconds per request attempt (openai default 600)", rich_help_panel=_PANEL)]
+    "--request-timeout", help="seconds per request attempt (openai default 600)", rich_help_panel=PANEL)]
 RetriesFlag = Annotated[int | None, typer.Option(
     "--retries", min=1, help="attempts per request, the first included (default 4); transient errors "
-    "only", rich_help_panel=_PANEL)]
+    "only", rich_help_panel=PANEL)]
 SeedRequestsFlag = Annotated[bool | None, typer.Option(
     "--seed-requests/--no-seed-requests", show_default=False, help="openai: send per-request seeds "
     "(default off: seeds crash a vLLM CPU server unless it runs --no-enable-chunked-prefill)",
-    rich_help_panel=_PANEL)]
+    rich_help_panel=PANEL)]
 
 # flag -> (option name, the kinds it applies to)
 _TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -160,6 +166,44 @@ class EngineFlags:
                 raise ConfigError(f"bad --request-timeout {self.request_timeout}: give seconds > 0")
             update["timeout"] = self.request_timeout
         return policy.model_copy(update=update) if update else policy
+
+
+#: EngineFlags field -> the command parameter that takes it (name, typer type), in help order
+_PARAMETERS: dict[str, tuple[str, Any]] = {
+    "engine": ("engine", EngineFlag), "model": ("model", ModelFlag), "base_url": ("base_url", BaseUrlFlag),
+    "api_key": ("api_key", ApiKeyFlag), "max_model_len": ("max_model_len", MaxModelLenFlag),
+    "dtype": ("dtype", DtypeFlag), "kv_cache_gb": ("kv_cache_gb", KvCacheFlag),
+    "tensor_parallel_size": ("tensor_parallel_size", TensorParallelFlag), "eager": ("eager", EagerFlag),
+    "max_sequences": ("max_sequences", MaxSequencesFlag), "request_timeout": ("request_timeout", RequestTimeoutFlag),
+    "retries": ("retries", RetriesFlag), "seed_requests": ("seed_requests", SeedRequestsFlag),
+}
+
+
+def with_engine_flags(**renamed: tuple[str, Any]) -> Callable[[Callable[..., _R]], Callable[..., _R]]:
+    """Give a typer command the engine flags: the decorated function takes them as one
+    ``flags: EngineFlags`` parameter, and the command's signature (what typer reads) has the
+    flags' own options in its place, after the function's other parameters. ``renamed`` maps an
+    ``EngineFlags`` field to another (parameter name, typer type), e.g. ``pacore serve``'s
+    ``--engine-api-key``, whose ``--api-key`` is the server's own."""
+    parameters = {field: renamed.get(field, default) for field, default in _PARAMETERS.items()}
+
+    def decorate(fn: Callable[..., _R]) -> Callable[..., _R]:
+        hints = typing.get_type_hints(fn, include_extras=True)  # typer reads resolved types
+        own = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values()
+               if p.name != "flags"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+                 for name, kind in parameters.values()]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> _R:
+            flags = EngineFlags(**{field: kwargs.pop(name) for field, (name, _) in parameters.items()})
+            return fn(flags=flags, **kwargs)
+
+        command.__signature__ = inspect.Signature(own + added, return_annotation=hints.get("return"))  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in own + added} | {"return": hints.get("return")}
+        return command
+
+    return decorate
 
 
 def exit_code_for(exc: BaseException) -> tuple[BaseException, int] | None:

@@ -13,23 +13,7 @@ import anyio
 import typer
 from rich.console import Console
 
-from ._cli_engine import (
-    ApiKeyFlag,
-    BaseUrlFlag,
-    DtypeFlag,
-    EagerFlag,
-    EngineFlag,
-    EngineFlags,
-    KvCacheFlag,
-    MaxModelLenFlag,
-    MaxSequencesFlag,
-    ModelFlag,
-    RequestTimeoutFlag,
-    RetriesFlag,
-    SeedRequestsFlag,
-    TensorParallelFlag,
-    exit_code_for,
-)
+from ._cli_engine import EngineFlags, exit_code_for, with_engine_flags
 from ._errors import ConfigError, PacoreError, RunFailedError
 
 if TYPE_CHECKING:  # the commands import what they run: a process that imports this module
@@ -89,6 +73,7 @@ def read_problem(problem: str) -> Problem:
 
 
 @app.command("run")
+@with_engine_flags()
 def run_command(
     problem: Annotated[str, typer.Argument(help="the problem text; '-' reads stdin; @file.json holds chat messages")],
     topology: Annotated[str, typer.Option("--topology", "-t", help="built-in name or spec path")] = "pacore-low",
@@ -110,19 +95,8 @@ def run_command(
                                                 "debug lines (HTTP transport), redacted")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
-    engine: EngineFlag = None,
-    model: ModelFlag = None,
-    base_url: BaseUrlFlag = None,
-    api_key: ApiKeyFlag = None,
-    max_model_len: MaxModelLenFlag = None,
-    dtype: DtypeFlag = None,
-    kv_cache_gb: KvCacheFlag = None,
-    tensor_parallel_size: TensorParallelFlag = None,
-    eager: EagerFlag = None,
-    max_sequences: MaxSequencesFlag = None,
-    request_timeout: RequestTimeoutFlag = None,
-    retries: RetriesFlag = None,
-    seed_requests: SeedRequestsFlag = None,
+    *,
+    flags: EngineFlags,
 ) -> None:
     """Run PaCoRe on one problem and print the sink's answer."""
     from pydantic import ValidationError
@@ -136,10 +110,6 @@ def run_command(
     from ._topology import all_to_all
     from .engines import create_engine
 
-    flags = EngineFlags(engine=engine, model=model, base_url=base_url, api_key=api_key,
-                        max_model_len=max_model_len, dtype=dtype, kv_cache_gb=kv_cache_gb,
-                        tensor_parallel_size=tensor_parallel_size, eager=eager, max_sequences=max_sequences,
-                        request_timeout=request_timeout, retries=retries, seed_requests=seed_requests)
     configure_logging(verbose=verbose, json_path=log_json, transport=log_transport)
     try:
         prob = read_problem(problem)

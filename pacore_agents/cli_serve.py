@@ -15,26 +15,18 @@ from typing import Annotated
 import anyio
 import typer
 
-from ._cli_engine import (
-    BaseUrlFlag,
-    DtypeFlag,
-    EagerFlag,
-    EngineFlag,
-    EngineFlags,
-    KvCacheFlag,
-    MaxModelLenFlag,
-    MaxSequencesFlag,
-    ModelFlag,
-    RequestTimeoutFlag,
-    RetriesFlag,
-    SeedRequestsFlag,
-    TensorParallelFlag,
-)
+from ._cli_engine import PANEL, EngineFlags, with_engine_flags
 from ._errors import ConfigError
 
 _SERVER = "Server"
 
 
+_EngineApiKeyFlag = Annotated[str | None, typer.Option(
+    "--engine-api-key", help="API key of the --engine openai servers (default: $OPENAI_API_KEY)",
+    rich_help_panel=PANEL)]
+
+
+@with_engine_flags(api_key=("engine_api_key", _EngineApiKeyFlag))
 def serve_command(
     topology: Annotated[list[str] | None, typer.Option("--topology", "-t", help="serve this topology too: a built-in name or a spec path (repeatable); its model id is its name", rich_help_panel=_SERVER)] = None,
     host: Annotated[str, typer.Option(help="address to listen on", rich_help_panel=_SERVER)] = "127.0.0.1",
@@ -45,20 +37,9 @@ def serve_command(
     max_tokens: Annotated[int | None, typer.Option(min=1, help="per-trajectory max tokens when a request sets none", rich_help_panel=_SERVER)] = None,
     timeout: Annotated[float | None, typer.Option(help="cancel a chat completion's runs after this many seconds (504)", rich_help_panel=_SERVER)] = None,
     drain_timeout: Annotated[float, typer.Option(min=0, help="on SIGTERM, seconds the runs in flight may take to finish", rich_help_panel=_SERVER)] = 30.0,
-    engine: EngineFlag = None,
-    model: ModelFlag = None,
-    base_url: BaseUrlFlag = None,
-    engine_api_key: Annotated[str | None, typer.Option("--engine-api-key", help="API key of the --engine openai servers (default: $OPENAI_API_KEY)", rich_help_panel="Engine")] = None,
-    max_model_len: MaxModelLenFlag = None,
-    dtype: DtypeFlag = None,
-    kv_cache_gb: KvCacheFlag = None,
-    tensor_parallel_size: TensorParallelFlag = None,
-    eager: EagerFlag = None,
-    max_sequences: MaxSequencesFlag = None,
-    request_timeout: RequestTimeoutFlag = None,
-    retries: RetriesFlag = None,
-    seed_requests: SeedRequestsFlag = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    *,
+    flags: EngineFlags,
 ) -> None:
     """Serve PaCoRe topologies as OpenAI-compatible chat models (one engine for all requests)."""
     from pydantic import SecretStr, ValidationError
@@ -68,16 +49,12 @@ def serve_command(
 
     configure_logging(verbose=verbose)
     register_secret(api_key)
-    register_secret(engine_api_key)
+    register_secret(flags.api_key)
     try:
         from .engines import create_engine
         from .serve import ServeSettings, TopologyCatalog, bind, serve
     except ImportError as exc:
         fail(f"pacore serve needs FastAPI and uvicorn: pip install 'pacore-agents[serve]' ({exc})")
-    flags = EngineFlags(engine=engine, model=model, base_url=base_url, api_key=engine_api_key,
-                        max_model_len=max_model_len, dtype=dtype, kv_cache_gb=kv_cache_gb,
-                        tensor_parallel_size=tensor_parallel_size, eager=eager, max_sequences=max_sequences,
-                        request_timeout=request_timeout, retries=retries, seed_requests=seed_requests)
     try:
         if not 0 <= port <= 65535:
             raise ConfigError(f"bad --port {port}: give 0..65535")

@@ -16,23 +16,7 @@ import anyio
 import typer
 from rich.console import Console
 
-from ._cli_engine import (
-    ApiKeyFlag,
-    BaseUrlFlag,
-    DtypeFlag,
-    EagerFlag,
-    EngineFlag,
-    EngineFlags,
-    KvCacheFlag,
-    MaxModelLenFlag,
-    MaxSequencesFlag,
-    ModelFlag,
-    RequestTimeoutFlag,
-    RetriesFlag,
-    SeedRequestsFlag,
-    TensorParallelFlag,
-    exit_code_for,
-)
+from ._cli_engine import EngineFlags, exit_code_for, with_engine_flags
 from ._errors import ConfigError, PacoreError
 
 if TYPE_CHECKING:
@@ -54,6 +38,7 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 @study_app.command("run")
+@with_engine_flags()
 def run_command(
     spec_path: Annotated[Path, typer.Argument(metavar="STUDY.toml", help="the study spec")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="results folder (created; resumable)")] = None,
@@ -62,19 +47,8 @@ def run_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log every run")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the arms, units and token budgets; "
                                           "start no engine, write nothing")] = False,
-    engine: EngineFlag = None,
-    model: ModelFlag = None,
-    base_url: BaseUrlFlag = None,
-    api_key: ApiKeyFlag = None,
-    max_model_len: MaxModelLenFlag = None,
-    dtype: DtypeFlag = None,
-    kv_cache_gb: KvCacheFlag = None,
-    tensor_parallel_size: TensorParallelFlag = None,
-    eager: EagerFlag = None,
-    max_sequences: MaxSequencesFlag = None,
-    request_timeout: RequestTimeoutFlag = None,
-    retries: RetriesFlag = None,
-    seed_requests: SeedRequestsFlag = None,
+    *,
+    flags: EngineFlags,
 ) -> None:
     """Run (or resume) the study in STUDY.toml into --out. Engine flags override the study's
     [engine] table (and --retries / --request-timeout its [retry] table)."""
@@ -83,10 +57,6 @@ def run_command(
 
     configure_logging(verbose=verbose)
     console = _console()
-    flags = EngineFlags(engine=engine, model=model, base_url=base_url, api_key=api_key,
-                        max_model_len=max_model_len, dtype=dtype, kv_cache_gb=kv_cache_gb,
-                        tensor_parallel_size=tensor_parallel_size, eager=eager, max_sequences=max_sequences,
-                        request_timeout=request_timeout, retries=retries, seed_requests=seed_requests)
     try:
         spec = load_study(spec_path)
         if flags.given():

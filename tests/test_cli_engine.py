@@ -184,3 +184,38 @@ def test_exception_groups_reaching_the_clis_become_one_line(monkeypatch: pytest.
     monkeypatch.setattr(studies, "run_study", failing_study)
     assert_one_line_error(invoke("study", "run", str(study), "--out", str(tmp_path / "o"), "--engine", ENGINE),
                           1, "server gone")
+
+
+def test_the_three_commands_take_the_same_engine_flags() -> None:
+    """``with_engine_flags`` gives each command the flags from one table; ``pacore serve`` names
+    the engine's key ``--engine-api-key`` (its ``--api-key`` is the key clients must send)."""
+    import typer.main
+
+    from pacore_agents.cli_study import study_app
+
+    def engine_options(command_app: typer.Typer, name: str) -> set[str]:
+        group = typer.main.get_command(command_app)
+        command = group.commands[name]  # type: ignore[attr-defined]
+        return {opt for param in command.params if getattr(param, "rich_help_panel", None) == "Engine"
+                for opt in param.opts if opt.startswith("--")}
+
+    run_flags = engine_options(app, "run")
+    assert "--base-url" in run_flags and "--seed-requests" in run_flags and len(run_flags) == 13
+    assert engine_options(study_app, "run") == run_flags
+    assert engine_options(app, "serve") == run_flags - {"--api-key"} | {"--engine-api-key"}
+
+
+def test_serve_passes_the_engine_key_to_the_engine_not_the_clients_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pacore_agents import _cli_engine
+
+    seen: list[_cli_engine.EngineFlags] = []
+
+    def options(self: _cli_engine.EngineFlags, base: object = None) -> object:
+        seen.append(self)
+        raise _cli_engine.ConfigError("stop here")
+
+    monkeypatch.setattr(_cli_engine.EngineFlags, "options", options)
+    result = invoke("serve", "--api-key", "client-key", "--engine", "openai", "--base-url",
+                    "http://127.0.0.1:9/v1", "--engine-api-key", "engine-key")
+    assert_one_line_error(result, 2, "stop here")
+    assert [(f.engine, f.api_key, f.base_url) for f in seen] == [("openai", "engine-key", ["http://127.0.0.1:9/v1"])]
