@@ -15,7 +15,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -80,7 +80,17 @@ _TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
 _SEQUENCES = {"vllm": "max_sequences", "openai": "max_sequences_per_endpoint", "function": "max_sequences"}
 
 
+#: EngineFlags field -> the typer type of its option (spelling, help), in help order
+_FLAG_TYPES: dict[str, Any] = {
+    "engine": EngineFlag, "model": ModelFlag, "base_url": BaseUrlFlag, "api_key": ApiKeyFlag,
+    "max_model_len": MaxModelLenFlag, "dtype": DtypeFlag, "kv_cache_gb": KvCacheFlag,
+    "tensor_parallel_size": TensorParallelFlag, "eager": EagerFlag, "max_sequences": MaxSequencesFlag,
+    "request_timeout": RequestTimeoutFlag, "retries": RetriesFlag, "seed_requests": SeedRequestsFlag,
+}
+
+
 def _flag(name: str) -> str:
+    """How the option of ``name`` (a field, or a command's parameter) is written."""
     return {"eager": "--eager/--no-eager", "seed_requests": "--seed-requests/--no-seed-requests"}.get(
         name, "--" + name.replace("_", "-"))
 
@@ -102,11 +112,15 @@ class EngineFlags:
     request_timeout: float | None = None
     retries: int | None = None
     seed_requests: bool | None = None
+    #: flags the command spells otherwise, for errors (``pacore serve``: ``--engine-api-key``)
+    spelled: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def given(self) -> list[str]:
         """Names of the flags given."""
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None
-                and getattr(self, f.name) != [] and getattr(self, f.name) != ()]
+        return [name for name in _FLAG_TYPES if getattr(self, name) not in (None, [], ())]
+
+    def _flag(self, name: str) -> str:
+        return self.spelled.get(name) or _flag(name)
 
     def options(self, base: Mapping[str, Any] | BaseModel | None = None) -> EngineOptions:
         """``base`` (default: the embedded vLLM engine) with the given flags laid over it.
@@ -145,7 +159,7 @@ class EngineFlags:
                 continue
             target, kinds = _TARGETS[name]
             if kind not in kinds:
-                raise ConfigError(f"{_flag(name)} applies to --engine {' or '.join(kinds)}, not {kind}")
+                raise ConfigError(f"{self._flag(name)} applies to --engine {' or '.join(kinds)}, not {kind}")
             for url in self.base_url if name == "base_url" and self.base_url else []:
                 normalize_base_url(url)  # one line naming the bad URL (without credentials)
             data[target] = getattr(self, name)
@@ -168,24 +182,14 @@ class EngineFlags:
         return policy.model_copy(update=update) if update else policy
 
 
-#: EngineFlags field -> the command parameter that takes it (name, typer type), in help order
-_PARAMETERS: dict[str, tuple[str, Any]] = {
-    "engine": ("engine", EngineFlag), "model": ("model", ModelFlag), "base_url": ("base_url", BaseUrlFlag),
-    "api_key": ("api_key", ApiKeyFlag), "max_model_len": ("max_model_len", MaxModelLenFlag),
-    "dtype": ("dtype", DtypeFlag), "kv_cache_gb": ("kv_cache_gb", KvCacheFlag),
-    "tensor_parallel_size": ("tensor_parallel_size", TensorParallelFlag), "eager": ("eager", EagerFlag),
-    "max_sequences": ("max_sequences", MaxSequencesFlag), "request_timeout": ("request_timeout", RequestTimeoutFlag),
-    "retries": ("retries", RetriesFlag), "seed_requests": ("seed_requests", SeedRequestsFlag),
-}
-
-
 def with_engine_flags(**renamed: tuple[str, Any]) -> Callable[[Callable[..., _R]], Callable[..., _R]]:
     """Give a typer command the engine flags: the decorated function takes them as one
     ``flags: EngineFlags`` parameter, and the command's signature (what typer reads) has the
     flags' own options in its place, after the function's other parameters. ``renamed`` maps an
     ``EngineFlags`` field to another (parameter name, typer type), e.g. ``pacore serve``'s
     ``--engine-api-key``, whose ``--api-key`` is the server's own."""
-    parameters = {field: renamed.get(field, default) for field, default in _PARAMETERS.items()}
+    parameters = {name: renamed.get(name, (name, kind)) for name, kind in _FLAG_TYPES.items()}
+    spelled = {name: _flag(param) for name, (param, _) in renamed.items()}
 
     def decorate(fn: Callable[..., _R]) -> Callable[..., _R]:
         hints = typing.get_type_hints(fn, include_extras=True)  # typer reads resolved types
@@ -196,7 +200,8 @@ def with_engine_flags(**renamed: tuple[str, Any]) -> Callable[[Callable[..., _R]
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> _R:
-            flags = EngineFlags(**{field: kwargs.pop(name) for field, (name, _) in parameters.items()})
+            flags = EngineFlags(**{name: kwargs.pop(param) for name, (param, _) in parameters.items()},
+                                spelled=spelled)
             return fn(flags=flags, **kwargs)
 
         command.__signature__ = inspect.Signature(own + added, return_annotation=hints.get("return"))  # type: ignore[attr-defined]

@@ -219,3 +219,11 @@ def test_serve_passes_the_engine_key_to_the_engine_not_the_clients_key(monkeypat
                     "http://127.0.0.1:9/v1", "--engine-api-key", "engine-key")
     assert_one_line_error(result, 2, "stop here")
     assert [(f.engine, f.api_key, f.base_url) for f in seen] == [("openai", "engine-key", ["http://127.0.0.1:9/v1"])]
+
+
+def test_an_engine_flag_a_command_renames_is_named_as_that_command_spells_it() -> None:
+    """``pacore serve``'s ``--api-key`` is the clients' key: an error about the engine's key must
+    name ``--engine-api-key``, the flag the user gave."""
+    result = invoke("serve", "--engine-api-key", "k", "--port", "0")
+    assert_one_line_error(result, 2, "--engine-api-key applies to --engine openai, not vllm")
+    assert_one_line_error(invoke("run", "Q?", "--api-key", "k"), 2, "--api-key applies to --engine openai")
