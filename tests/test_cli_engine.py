@@ -224,6 +224,8 @@ def test_serve_passes_the_engine_key_to_the_engine_not_the_clients_key(monkeypat
 def test_an_engine_flag_a_command_renames_is_named_as_that_command_spells_it() -> None:
     """``pacore serve``'s ``--api-key`` is the clients' key: an error about the engine's key must
     name ``--engine-api-key``, the flag the user gave."""
-    result = invoke("serve", "--engine-api-key", "k", "--port", "0")
+    # distinct keys: serve registers its keys as secrets for the rest of the process's logs
+    result = invoke("serve", "--engine-api-key", "renamed-flag-key", "--port", "0")
     assert_one_line_error(result, 2, "--engine-api-key applies to --engine openai, not vllm")
-    assert_one_line_error(invoke("run", "Q?", "--api-key", "k"), 2, "--api-key applies to --engine openai")
+    assert_one_line_error(invoke("run", "Q?", "--api-key", "renamed-flag-key"), 2,
+                          "--api-key applies to --engine openai")
