@@ -353,7 +353,8 @@ async def _engine_figures(store: ResultStore, engine: Engine, executor: Executor
     stats = executor.stats()
     after = await engine.stats()
     figures: dict[str, Any] = {
-        "started_at": t0, "ended_at": time.time(), "samples_run": ran, "window": stats.window,
+        "started_at": t0, "ended_at": time.time(), "samples_run": ran, "model": engine.info.model,
+        "dtype": engine.info.details.get("dtype"), "window": stats.window,
         "mean_sequences_in_flight": round(stats.mean_in_flight, 2), "peak_sequences_in_flight": stats.peak_in_flight,
         "engine_busy_seconds": round(stats.busy_seconds, 2), "requests": stats.requests,
         "sequences": stats.sequences, "retries": stats.retries,
