@@ -23,7 +23,7 @@ _USAGE = {
            "`ground_truth` and `data_source` columns reach the reward as keyword lists",
     "sft": "`SFTTrainer(train_dataset=ds)`: conversational `messages`",
     "dpo": "`DPOTrainer(train_dataset=ds)`: conversational `prompt`/`chosen`/`rejected`",
-    "openrlhf": "`--prompt_data data/openrlhf/train.jsonl --input_key prompt --label_key label "
+    "openrlhf": "`--prompt_data data/openrlhf/train.parquet --input_key prompt --label_key label "
                 "--apply_chat_template --remote_rm_url <site-packages>/pacore_agents/studies/_rewards.py` "
                 "(its `reward_func`)",
     "pacore": "the released `{conversation, responses, ground_truth}` form plus `response_grades`: "

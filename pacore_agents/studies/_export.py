@@ -2,7 +2,7 @@
 
 Contract:
 - Reads the folders (never writes them), curates (``_curation``), builds each format's rows
-  (``_export_rows``), and writes ``OUT/data/<format>/<split>.<parquet|jsonl>``, the dataset
+  (``_export_rows``), and writes ``OUT/data/<format>/<split>.parquet``, the dataset
   card ``OUT/README.md`` and the summary ``OUT/export.json``. Files are written in a sibling
   temporary folder first and moved into place at the end: a failure leaves OUT as it was.
 - An OUT that exists and is not empty is refused unless ``force``, and even then only if it is
@@ -20,7 +20,6 @@ Contract:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pacore_agents._errors import ConfigError
 from pacore_agents._logging import redact
@@ -59,6 +58,18 @@ class ExportOptions(BaseModel):
     test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description="problems put in the test split")
     license: str | None = Field(default=None, description="licence id of the source data (files)")
     force: bool = Field(default=False, description="replace an earlier export in OUT")
+
+    @classmethod
+    def of(cls, **options: Any) -> ExportOptions:
+        """Validated options; bad ones raise ``ConfigError`` with one line saying what to fix."""
+        try:
+            return cls.model_validate(options)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"export option {where}: {msg}" if where and err["type"] != "value_error"
+                              else msg) from exc
 
     @field_validator("formats")
     @classmethod
@@ -160,14 +171,17 @@ def _license(studies: Sequence[StudyMaterial], given: str | None) -> tuple[str, 
     return (found.pop() if len(found) == 1 else "other"), notes
 
 
-def export_study(studies: Sequence[str | Path], out: str | Path, options: ExportOptions) -> ExportSummary:
-    """Export ``studies`` (study folders) into ``out`` (see the module contract). Raises
-    ``ConfigError`` for bad input, with nothing written."""
+def export_study(studies: Sequence[str | Path], out: str | Path, options: ExportOptions | None = None,
+                 **kw: Any) -> ExportSummary:
+    """Export ``studies`` (study folders) into ``out`` (see the module contract): ``options``, or
+    its fields as keywords (``formats=["verl"]``). Raises ``ConfigError`` for bad input, with
+    nothing written."""
+    options = options if options is not None else ExportOptions.of(**kw)
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from ._export_rows import BUILDERS, SCHEMAS, SUFFIX
+        from ._export_rows import BUILDERS, SCHEMAS
     except ImportError as exc:
         raise ConfigError("study export needs pyarrow: pip install 'pacore-agents[export]'") from exc
     out_path = Path(out)
@@ -212,13 +226,9 @@ def export_study(studies: Sequence[str | Path], out: str | Path, options: Export
                 rows = splits[split]
                 if not rows:
                     continue
-                rel = f"data/{fmt}/{split}.{SUFFIX[fmt]}"
+                rel = f"data/{fmt}/{split}.parquet"
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                if SUFFIX[fmt] == "parquet":
-                    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[fmt]), tmp / rel)
-                else:
-                    with open(tmp / rel, "w", encoding="utf-8") as fh:
-                        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+                pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[fmt]), tmp / rel)
                 files[split], sizes[split] = rel, len(rows)
             if files:
                 configs.append(ConfigFiles(name=fmt, files=files, rows=sizes))

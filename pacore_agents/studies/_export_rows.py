@@ -13,6 +13,8 @@
 - ``pacore``: one row per problem: ``conversation`` (the problem's messages), ``responses``
   (the pool's raw contents), ``response_grades``/``response_ids``, ``ground_truth``.
 Rows are plain Python values; ``SCHEMAS`` gives each format's Arrow schema (no nulls inferred).
+Every format is written as Parquet: ``datasets`` reads one file type per dataset folder, and
+verl, TRL and OpenRLHF all read Parquet.
 """
 
 from __future__ import annotations
@@ -30,9 +32,6 @@ from ._rewards import data_source_for
 
 ExportFormat = Literal["verl", "trl", "sft", "dpo", "openrlhf", "pacore"]
 FORMATS: tuple[ExportFormat, ...] = ("verl", "trl", "sft", "dpo", "openrlhf", "pacore")
-#: files: parquet for the trainers that read parquet, JSON lines for OpenRLHF and the release form
-SUFFIX: dict[str, str] = {"verl": "parquet", "trl": "parquet", "sft": "parquet", "dpo": "parquet",
-                          "openrlhf": "jsonl", "pacore": "jsonl"}
 Row = dict[str, Any]
 
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])

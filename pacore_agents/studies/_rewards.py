@@ -29,7 +29,6 @@ import anyio
 
 from pacore_agents._errors import ConfigError
 from pacore_agents._roles import pacore_compact
-
 from pacore_agents.studies._grading import Grade, Grader
 
 DATA_SOURCE_PREFIX = "pacore"
@@ -81,7 +80,8 @@ def _shared_grader() -> Grader:
 
 
 @atexit.register
-def _close_at_exit() -> None:
+def close_rewards() -> None:
+    """Stop the process's reward grader (its workers); the next reward starts a new one."""
     global _grader
     with _lock:
         grader, _grader = _grader, None
