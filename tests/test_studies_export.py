@@ -89,7 +89,7 @@ def _run(tmp: Path, **kw: Any) -> Path:
     text = _spec(data, **kw)
     out = tmp / "study"
     summary = anyio.run(lambda: run_study(parse_study(text), out, spec_text=text,
-                                          engine=FunctionEngine(_handler(str(out)))))
+                                          engine=FunctionEngine(_handler(f"{out} {Path.home()}/.config/x"))))
     assert summary.failed == [] and summary.ran > 0
     return out
 
@@ -312,6 +312,20 @@ def test_splits_are_by_problem(study: Path) -> None:
     import datasets
 
     assert len(datasets.load_dataset(str(out), "verl", split="test")) == len(test)
+
+
+def test_several_study_folders_export_together(study: Path, tmp_path: Path) -> None:
+    second = _run(tmp_path, widths="[4]", samples=1, single=False).rename(tmp_path / "second")
+    out = tmp_path / "both"
+    summary = export_study([study, second], out, formats=["trl", "pacore"])
+    assert summary.studies == ["study", "second"]
+    assert [r["study_folder"] for r in _rows(out, "pacore")] == ["study"] * PROBLEMS + ["second"] * PROBLEMS
+    assert {r["study_folder"] for r in _rows(out, "trl")} == {"study", "second"}
+    same_name = _run(tmp_path / "x") if (tmp_path / "x").mkdir() is None else None
+    assert same_name is not None
+    with pytest.raises(ConfigError, match="share a name"):
+        export_study([study, same_name], tmp_path / "clash", formats=["trl"])
+    assert not (tmp_path / "clash").exists()
 
 
 def test_bad_input_is_one_clear_error_and_nothing_is_clobbered(study: Path, tmp_path: Path) -> None:

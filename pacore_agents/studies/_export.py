@@ -110,7 +110,10 @@ class _Scrubber:
     """The one place every exported string passes (see the module contract)."""
 
     def __init__(self, paths: Sequence[str]) -> None:
-        self.paths = sorted({p.rstrip("/") for p in paths if p.count("/") >= 2}, key=len, reverse=True)
+        # "/a/b" and longer; a one-part path only as a prefix ("/root/"): "/root" alone is a word
+        kept = {p if p.endswith("/") else p.rstrip("/") for p in paths}
+        self.paths = sorted((p for p in kept if p.strip("/").count("/") >= 1 or (p.endswith("/") and len(p) > 2)),
+                            key=len, reverse=True)
         self.secrets = self.hits = 0
 
     def text(self, value: str) -> str:
