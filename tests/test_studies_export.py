@@ -335,6 +335,8 @@ def test_bad_input_is_one_clear_error_and_nothing_is_clobbered(study: Path, tmp_
         ExportOptions.of(formats=["parquet"])
     with pytest.raises(ConfigError, match="0 <= LOW < HIGH <= 1"):
         ExportOptions.of(formats=["verl"], synthesis_band=(0.5, 0.2))
+    with pytest.raises(ConfigError, match="the domains are math, code"):
+        ExportOptions.of(formats=["verl"], reference_bands={"maths": (0.0, 0.5)})
     with pytest.raises(ConfigError, match="export option draws"):
         export_study([study], tmp_path / "o", formats=["verl"], draws=0)
     mine = tmp_path / "mine"

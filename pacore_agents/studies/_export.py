@@ -36,6 +36,7 @@ from pacore_agents._references import derive_seed
 from ._curation import Band, CurationCounts, CurationOptions, curate
 from ._dataset_card import ConfigFiles, render_card
 from ._episodes import StudyMaterial, load_study_material
+from ._rewards import DOMAINS
 
 SUMMARY_NAME = "export.json"
 KNOWN_FORMATS = ("verl", "trl", "sft", "dpo", "openrlhf", "pacore")
@@ -81,6 +82,9 @@ class ExportOptions(BaseModel):
 
     @model_validator(mode="after")
     def _bands(self) -> ExportOptions:
+        for domain in self.reference_bands:
+            if domain not in DOMAINS:
+                raise ValueError(f"reference band for {domain!r}: the domains are {', '.join(DOMAINS)}")
         for what, band in [*(("reference band " + d, b) for d, b in self.reference_bands.items()),
                            ("synthesis band", self.synthesis_band)]:
             if band is not None and not 0.0 <= band[0] < band[1] <= 1.0:
