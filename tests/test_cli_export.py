@@ -29,10 +29,11 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_export_writes_the_formats_and_prints_what_the_filters_removed(study: Path) -> None:
     out = study.parent / "exp"
     done = pacore("study", "export", str(out), str(study), "--format", "verl", "-f", "pacore",
-                  "--paper-filters", "--draw-m", "2:3", "--draws", "2", "--seed", "5")
+                  "--paper-filters", "--reference-band", "math=0:1", "--draw-m", "2:3", "--draws", "2", "--seed", "5")
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "export.json").read_text())
-    assert sorted(p.name for p in (out / "data").iterdir()) == sorted(summary["rows"])
+    assert sorted(p.name for p in (out / "data").iterdir()) == sorted(summary["rows"]) == ["pacore", "verl"]
+    assert summary["options"]["reference_bands"] == {"math": [0.0, 1.0], "code": [0.0, 0.625]}
     counts = summary["counts"]
     assert f"stage 1 {counts['stage1_problems']} problems" in done.stdout
     assert f"{counts['failed_references']} built on a failed reference" in done.stdout
@@ -54,6 +55,14 @@ def test_bad_options_are_one_line(study: Path, tmp_path: Path, args: list[str], 
     assert done.returncode == 2 and message in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_an_export_that_keeps_nothing_says_so(study: Path) -> None:
+    out = study.parent / "empty"
+    done = pacore("study", "export", str(out), str(study), "--format", "verl", "--synthesis-band", "0.99:1")
+    assert done.returncode == 0, done.stderr
+    assert "format verl: no rows" in done.stderr and "stage 2 5 problems" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "export.json"]
 
 
 def test_a_folder_that_is_not_a_study(tmp_path: Path) -> None:

@@ -108,6 +108,7 @@ class ExportSummary(BaseModel):
     scrubbed_paths: int = 0
     baseline_samples: int = 0
     notes: list[str] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict, description="the options, to reproduce it")
 
 
 class _Scrubber:
@@ -227,6 +228,7 @@ def export_study(studies: Sequence[str | Path], out: str | Path, options: Export
     shutil.rmtree(tmp, ignore_errors=True)
     configs: list[ConfigFiles] = []
     try:
+        tmp.mkdir(parents=True)
         for fmt, splits in tables.items():
             files, sizes = {}, {}
             for split in sorted(splits, key=lambda s: (s != "train", s)):
@@ -245,11 +247,12 @@ def export_study(studies: Sequence[str | Path], out: str | Path, options: Export
             out=out_path.name, studies=names, formats=list(options.formats),
             rows={c.name: c.rows for c in configs}, files=[p for c in configs for p in c.files.values()],
             license=license_id, counts=counts, scrubbed_secrets=scrub.secrets, scrubbed_paths=scrub.hits,
-            baseline_samples=sum(m.baseline_samples for m in materials), notes=notes)
+            baseline_samples=sum(m.baseline_samples for m in materials), notes=notes,
+            options=options.model_dump(mode="json", exclude={"force"}))
         sources = {m.folder: f"{m.dataset} ({m.license or options.license or 'unknown'})" for m in materials}
         card = render_card(title=f"PaCoRe synthesis episodes: {', '.join(sorted({m.name for m in materials}))}",
                            license_id=license_id, configs=configs, counts=counts, sources=sources,
-                           options=options.model_dump(mode="json", exclude={"force"}))
+                           options=summary.options)
         (tmp / "README.md").write_text(scrub.text(card), encoding="utf-8")
         (tmp / SUMMARY_NAME).write_text(scrub.text(summary.model_dump_json(indent=1)), encoding="utf-8")
         _swap(tmp, out_path)
