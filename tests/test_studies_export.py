@@ -356,3 +356,21 @@ def test_bad_input_is_one_clear_error_and_nothing_is_clobbered(study: Path, tmp_
         compute_score("openai/gsm8k", "1", "1")
     with pytest.raises(ConfigError, match=r"pacore_agents\.execution"):
         compute_score("pacore/code/apps", "print(1)", "[]")
+
+
+def test_trainers_can_load_the_reward_file_by_its_path() -> None:
+    """verl (custom_reward_function.path) and OpenRLHF (--remote_rm_url) import the file by path."""
+    import importlib.util
+
+    import pacore_agents.studies._rewards as rewards
+
+    spec = importlib.util.spec_from_file_location("custom_module", rewards.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        assert module.compute_score("pacore/math/x", "<think>\\boxed{3}</think> it is \\boxed{4}", "4") == 1.0
+        assert module.compute_score("pacore/math/x", "<think>\\boxed{4}</think> it is \\boxed{3}", "4") == 0.0
+        assert module.score_batch(["math"] * 3, ["\\boxed{1}", "\\boxed{2}", ""], ["1", "1", "1"]) == [1.0, 0.0, 0.0]
+    finally:
+        module.close_rewards()
