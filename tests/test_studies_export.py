@@ -153,6 +153,9 @@ def test_each_format_has_the_schema_its_trainer_reads(exported: Path) -> None:
     assert len(verl) == len(trl) == len(orl)
     summary = json.loads((exported / "export.json").read_text())
     assert summary["rows"]["verl"]["train"] == len(verl) and summary["license"] == "unknown"
+    front = (exported / "README.md").read_text().split("---\n")[1]  # the hub's YAML front matter
+    assert 'license: "unknown"' in front and 'size_categories:\n- "n<1K"' in front
+    assert front.count("- config_name:") == 6 and '    path: "data/verl/train.parquet"' in front
 
 
 def test_stored_prompts_are_the_traces_and_rewards_equal_the_stored_grades(study: Path, exported: Path) -> None:
