@@ -361,6 +361,13 @@ def test_bad_input_is_one_clear_error_and_nothing_is_clobbered(study: Path, tmp_
         compute_score("pacore/code/apps", "print(1)", "[]")
 
 
+def test_every_known_format_has_a_builder_and_a_schema() -> None:
+    from pacore_agents.studies._export import KNOWN_FORMATS
+    from pacore_agents.studies._export_rows import BUILDERS, SCHEMAS
+
+    assert list(BUILDERS) == list(SCHEMAS) == list(KNOWN_FORMATS) == ALL
+
+
 def test_trainers_can_load_the_reward_file_by_its_path() -> None:
     """verl (custom_reward_function.path) and OpenRLHF (--remote_rm_url) import the file by path."""
     import importlib.util

@@ -20,7 +20,7 @@ verl, TRL and OpenRLHF all read Parquet.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 
@@ -30,8 +30,6 @@ from ._curation import CuratedProblem
 from ._episodes import Episode
 from ._rewards import data_source_for
 
-ExportFormat = Literal["verl", "trl", "sft", "dpo", "openrlhf", "pacore"]
-FORMATS: tuple[ExportFormat, ...] = ("verl", "trl", "sft", "dpo", "openrlhf", "pacore")
 Row = dict[str, Any]
 
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -141,6 +139,7 @@ def pacore_rows(item: CuratedProblem, split: str) -> list[Row]:
              "study_folder": item.study.folder, "problem_id": str(item.material.problem.id)}] if pool else []
 
 
+#: one builder per format of ``_export.KNOWN_FORMATS`` (a test checks they match)
 BUILDERS: dict[str, Callable[[CuratedProblem, str], list[Row]]] = {
     "verl": verl_rows, "trl": trl_rows, "sft": sft_rows, "dpo": dpo_rows, "openrlhf": openrlhf_rows,
     "pacore": pacore_rows}
