@@ -212,6 +212,7 @@ def test_no_secret_and_no_path_of_this_machine_in_any_exported_file(study: Path,
 def test_episodes_built_on_a_failed_reference_are_counted_not_exported(study: Path, exported: Path) -> None:
     summary = json.loads((exported / "export.json").read_text())
     assert summary["counts"]["failed_references"] == SAMPLES * 2  # the two round-2 nodes per sample
+    assert summary["counts"]["failed_pool_responses"] == SAMPLES  # r1.a1 of q4, once per sample
     assert all(not r["extra_info"]["missing_references"] for r in _rows(exported, "verl"))
     pool = next(r for r in _rows(exported, "pacore") if r["problem_id"] == FAILING)
     assert not any(i.endswith("/r1.a1") and i.startswith("w4/") for i in pool["response_ids"])

@@ -91,7 +91,8 @@ def _print(summary: ExportSummary, out: Path) -> None:
     console.print(f"{c.kept_problems} of {c.problems} problems and {c.kept_episodes} of {c.episodes} stored "
                   f"episodes kept; removed: {c.failed_episodes} failed episodes, {c.failed_references} built on "
                   f"a failed reference, stage 1 {c.stage1_problems} problems ({c.stage1_episodes} episodes), "
-                  f"stage 2 {c.stage2_problems} problems ({c.stage2_episodes} episodes); {c.draws} fresh draws",
+                  f"stage 2 {c.stage2_problems} problems ({c.stage2_episodes} episodes); {c.failed_pool_responses} "
+                  f"failed trajectories in no pool; {c.draws} fresh draws",
                   markup=False)
     for line in summary.notes:
         note("note", line)

@@ -15,7 +15,8 @@ Contract (``curate``; per study folder and problem, in store order):
    the references drawn without replacement by ``random.Random(derive_seed(seed, ...))``, then
    ordered and rendered exactly as a run renders a PaCoRe synthesis prompt (``order_references``
    with the published order, the built-in synthesizer role, no truncation).
-Every removal is counted in ``CurationCounts``.
+Every removal is counted in ``CurationCounts`` (round-1 trajectories that failed, and so are in
+no pool, as ``failed_pool_responses``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class CurationCounts(BaseModel):
 
     problems: int = 0
     episodes: int = 0
+    failed_pool_responses: int = 0
     failed_episodes: int = 0
     failed_references: int = 0
     degraded_kept: int = 0
@@ -96,6 +98,7 @@ def curate(studies: Sequence[StudyMaterial], options: CurationOptions) -> tuple[
                 continue  # not run (a partial study): nothing to count
             counts.problems += 1
             counts.episodes += len(material.episodes)
+            counts.failed_pool_responses += material.failed_pool
             episodes = _usable(material.episodes, options, counts)
             band = options.reference_bands.get(study.domain)
             if band is not None and not inside(accuracy([r.status for r in material.pool]), band):
