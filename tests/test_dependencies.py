@@ -24,6 +24,7 @@ PACKAGE = REPO / "pacore_agents"
 #: first match wins, everything else is the core. Add a row when an extra gains modules.
 AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("serve/", ("serve",)),
+    ("studies/_export", ("export",)),
     ("engines/_vllm", ("cpu", "gpu")),
     ("engines/_embedded.py", ("cpu", "gpu")),
 ]

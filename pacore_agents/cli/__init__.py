@@ -15,6 +15,7 @@ import sys
 
 import typer
 
+from ._export import export_command
 from ._run import run_command, topologies_command
 from ._serve import serve_command
 from ._study import study_app
@@ -24,6 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.command("run")(run_command)
 app.command("topologies")(topologies_command)
 app.command("serve")(serve_command)
+study_app.command("export")(export_command)
 app.add_typer(study_app, name="study", help="Run and report studies: sweeps over datasets.")
 
 __all__ = ["app", "main"]
