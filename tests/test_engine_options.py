@@ -158,3 +158,35 @@ def test_server_priority_reaches_the_openai_engine() -> None:
     on = create_engine({"kind": "openai", "base_urls": ["http://127.0.0.1:9/v1"], "server_priority": True})
     off = create_engine({"kind": "openai", "base_urls": ["http://127.0.0.1:9/v1"]})
     assert on.server_priority is True and off.server_priority is False  # type: ignore[attr-defined]
+
+
+def test_the_cpu_dtype_choice() -> None:
+    """The embedded model computes in float32 whatever the CPU (issue 23: in bf16 on a CPU with
+    native bf16 its answers changed and two real-engine tests failed); other models keep bf16
+    where the CPU computes it natively; an explicit dtype is never changed."""
+    from pacore_agents.engines._vllm_host import cpu_dtype
+
+    for native in (False, True):
+        assert cpu_dtype("auto", embedded=True, native_bf16=native) == "float32"
+        assert cpu_dtype("bfloat16", embedded=True, native_bf16=native) == "bfloat16"
+        assert cpu_dtype("float16", embedded=False, native_bf16=native) == "float16"
+    assert cpu_dtype("auto", embedded=False, native_bf16=True) == "auto"
+    assert cpu_dtype("auto", embedded=False, native_bf16=False) == "float32"
+
+
+def test_the_embedded_model_is_known_by_its_manifest(tmp_path: Path) -> None:
+    import json
+
+    from pacore_agents.engines._embedded import (
+        EMBEDDED_GGUF_SHA256,
+        MANIFEST_NAME,
+        is_embedded_model_dir,
+    )
+
+    assert not is_embedded_model_dir(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"source_sha256": "0" * 64}))
+    assert not is_embedded_model_dir(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"source_sha256": EMBEDDED_GGUF_SHA256}))
+    assert is_embedded_model_dir(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text("[not json")
+    assert not is_embedded_model_dir(tmp_path)

@@ -45,6 +45,7 @@ __all__ = [
     "embedded_model_dir",
     "ensure_embedded_model",
     "is_complete_model_dir",
+    "is_embedded_model_dir",
     "resolve_model",
 ]
 
@@ -338,6 +339,16 @@ def _hub_snapshot(repo_id: str) -> str | None:
         return None
     found = try_to_load_from_cache(repo_id, "config.json")
     return str(Path(found).parent) if isinstance(found, str) else None
+
+
+def is_embedded_model_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds the embedded model as converted here (its manifest names our
+    GGUF), wherever it was given from: ``None`` resolved, or its directory passed as a path."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("source_sha256") == EMBEDDED_GGUF_SHA256
 
 
 def resolve_model(model: str | None) -> str:

@@ -55,9 +55,9 @@ from pacore_agents._logging import get_logger
 from pacore_agents._main_guard import check_main_guard
 from pacore_agents._messages import ChatMessage
 
-from ._embedded import EMBEDDED_MODEL_NAME, resolve_model
+from ._embedded import EMBEDDED_MODEL_NAME, is_embedded_model_dir, resolve_model
 from ._options import VLLMOptions
-from ._vllm_host import cpu_has_native_bf16, map_error, shutdown, split_reasoning
+from ._vllm_host import cpu_dtype, cpu_has_native_bf16, map_error, shutdown, split_reasoning
 from ._vllm_stats import VLLMCounters, stat_logger_factory
 
 __all__ = ["DEFAULT_CPU_BLOCK_SIZE", "TYPICAL_SEQUENCE_TOKENS", "VLLMEngine", "cpu_has_native_bf16", "split_reasoning"]
@@ -246,9 +246,8 @@ class VLLMEngine(Engine):
             # vLLM 0.32 CPU: a seeded request whose prefill is split into chunks kills the worker
             # ("CPU Generator does not use offset"); whole prefills keep per-request seeds working.
             args["enable_chunked_prefill"] = False
-            if self._dtype == "auto" and not cpu_has_native_bf16():
-                # bf16 is emulated without AVX512-BF16/AMX: float32 decodes ~2.5x faster here
-                args["dtype"] = "float32"
+            args["dtype"] = cpu_dtype(self._dtype, embedded=is_embedded_model_dir(model),
+                                      native_bf16=cpu_has_native_bf16())
             args.setdefault("block_size", DEFAULT_CPU_BLOCK_SIZE)
             env_kv = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "")
             if kv_gb is not None and env_kv:
