@@ -22,7 +22,8 @@ from ._executor import Executor, executor_for
 from ._ids import NodeId
 from ._logging import get_logger
 from ._messages import ChatMessage, Problem
-from ._roles import Role, RoleBook
+from ._role_merge import RolesArg, merge_roles
+from ._roles import RoleBook, builtin_roles
 from ._scheduler import RunDriver, RunObserver
 from ._specs import load_topology
 from ._topology import Topology
@@ -88,7 +89,7 @@ async def run(
     engine: Engine | None = None,
     *,
     config: RunConfig | None = None,
-    roles: Mapping[str, Role] | Sequence[Role] | None = None,
+    roles: RolesArg = None,
     precomputed: Mapping[NodeId, Completion] | None = None,
     observer: RunObserver | None = None,
     unit: str | None = None,
@@ -97,7 +98,8 @@ async def run(
 
     Concurrent runs on the same engine object share its executor (``executor_for``): their
     nodes fill one window of sequences in flight, deeper rounds and earlier runs first.
-    ``roles`` adds or replaces roles by name (over the built-ins and the topology's own);
+    ``roles`` adds or changes roles by name over the built-ins and the topology's own
+    (``merge_roles``: a ``RoleOverride`` changes the fields it sets, a ``Role`` replaces);
     ``precomputed`` supplies completions for nodes that must not be sent to the engine;
     ``unit`` labels the run's requests (``RequestMetadata.unit``) and log lines.
     Raises ``RunFailedError`` (with ``.trace``, every node's ``status`` set) when a node fails
@@ -109,7 +111,7 @@ async def run(
     config = config or RunConfig()
     prob = Problem.coerce(problem)
     topo = resolve_topology(topology)
-    book = RoleBook({**topo.roles, **_as_mapping(roles)})
+    book = RoleBook(merge_roles({**builtin_roles(), **topo.roles}, roles))
     executor = executor_for(engine)
     seq = executor.begin_run()
     try:
@@ -179,10 +181,3 @@ def run_sync(problem: ProblemLike, topology: TopologyLike = "pacore-low", engine
     anyio.run(main)
     return box[0]
 
-
-def _as_mapping(roles: Mapping[str, Role] | Sequence[Role] | None) -> dict[str, Role]:
-    if roles is None:
-        return {}
-    if isinstance(roles, Mapping):
-        return dict(roles)
-    return {role.name: role for role in roles}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +22,8 @@ from pacore_agents._config import PACORE_SAMPLING, FailurePolicy, RunConfig
 from pacore_agents._engine import SamplingParams
 from pacore_agents._errors import ConfigError
 from pacore_agents._references import OrderPolicy, derive_seed
+from pacore_agents._role_merge import RoleOverride as RoleOverride  # re-exported by studies
+from pacore_agents._role_merge import merge_roles
 from pacore_agents._roles import (
     CompactionKind,
     Role,
@@ -45,45 +46,6 @@ from ._datasets import DatasetSpec
 from ._sweeps import SweepSpec, expand_sweep
 
 BaselineKind = Literal["single", "self-consistency"]
-
-
-#: Templates a role override can name instead of writing Jinja2: the PaCoRe synthesis
-#: template, or the problem's messages unchanged (no template).
-NAMED_TEMPLATES = ("pacore", "problem")
-
-
-def named_template(name: str) -> str | None:
-    """The template source a ``NAMED_TEMPLATES`` name stands for (None: the bare problem)."""
-    return pacore_synthesis_template() if name == "pacore" else None
-
-
-class RoleOverride(BaseModel):
-    """A role in an arm. Every field left out keeps the value of the role it overrides (the
-    built-in or topology role of that name; for a new name: no template, ``pacore``
-    compaction, the run's sampling). ``sampling`` merges field by field."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    template: str | None = Field(default=None, description="Jinja2 template replacing the last user "
-                                 "message, or a name: 'pacore' (the synthesis template), 'problem' "
-                                 "(the problem unchanged)")
-    system: str | None = Field(default=None, description="system prompt prepended")
-    compaction: CompactionKind | None = Field(default=None, description="the message passed on: pacore "
-                                              "(after </think>), full, or boxed (the final answer only)")
-    sampling: SamplingParams | None = Field(default=None, description="merged onto the role's sampling")
-    description: str | None = Field(default=None, description="free text")
-
-    def apply(self, name: str, base: Role | None) -> Role:
-        """The role ``base`` (or a plain new role) with the fields this override sets."""
-        base = base or Role(name)
-        template = base.template
-        if self.template is not None:
-            template = named_template(self.template) if self.template in NAMED_TEMPLATES else self.template
-        sampling = self.sampling if base.sampling is None else base.sampling.merged(self.sampling)
-        return Role(name, template=template,
-                    system=self.system if self.system is not None else base.system,
-                    compaction=self.compaction or base.compaction, sampling=sampling,
-                    description=self.description if self.description is not None else base.description)
 
 
 class ArmSpec(BaseModel):
@@ -146,12 +108,7 @@ class ArmSpec(BaseModel):
     def build_roles(self, topology: Topology) -> dict[str, Role]:
         """Roles to pass to ``run``: built-ins, then the topology's, then the arm's overrides
         merged onto them (see ``RoleOverride``), then the arm's ``compaction`` on every role."""
-        roles: dict[str, Role] = {**builtin_roles(), **topology.roles}
-        for name, override in self.roles.items():
-            roles[name] = override.apply(name, roles.get(name))
-        if self.compaction is not None:
-            roles = {n: replace(r, compaction=self.compaction) for n, r in roles.items()}
-        return roles
+        return merge_roles({**builtin_roles(), **topology.roles}, self.roles, compaction=self.compaction)
 
 
     def used_roles(self, topology: Topology) -> dict[str, Role]:
