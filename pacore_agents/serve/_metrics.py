@@ -6,9 +6,11 @@ One ``CollectorRegistry`` per app, so several apps in a process never share coun
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pacore_agents._engine import Completion, Engine, GenerationRequest, TextCallback
+from pacore_agents._engine import Completion, Engine, GenerationRequest
 from pacore_agents._wrappers import EngineWrapper
 
 
@@ -47,19 +49,12 @@ class CountingEngine(EngineWrapper):
         self.metrics = metrics
         self.sequences_in_flight = 0
 
-    async def generate(self, request: GenerationRequest) -> list[Completion]:
+    async def around(self, request: GenerationRequest,
+                     send: Callable[[], Awaitable[list[Completion]]]) -> list[Completion]:
+        """Every way of sending (whole, streamed text, streamed samples) is counted."""
         self._enter(request.n)
         try:
-            out = await self.inner.generate(request)
-        finally:
-            self._exit(request.n)
-        self._count(out)
-        return out
-
-    async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
-        self._enter(request.n)
-        try:
-            out = await self.inner.generate_stream(request, on_text)
+            out = await send()
         finally:
             self._exit(request.n)
         self._count(out)
