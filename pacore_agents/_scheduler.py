@@ -280,14 +280,17 @@ class RunDriver:
             out = await self.executor.generate(request, priority=priority, retry=self.config.retry, slots=slots,
                                                on_text=on_text, on_sample=sample_ended if len(plans) > 1 else None)
         except EngineError as exc:
+            # samples that ended before the failure stand (their records are applied): the log
+            # names only the nodes that failed, and the progress keeps the others' tokens
             ended = time.time()
+            failed = [i for i in range(len(plans)) if i not in applied]
             log.warning("node failed", problem=self.problem.id, unit=self.unit,
-                        nodes=[str(p.node) for p in plans], error=exc.describe())
-            for i, plan in enumerate(plans):
-                if i not in applied:
-                    self._apply(plan, None, exc, req=req, sample=first + i, times=(started, ended))
+                        nodes=[str(plans[i].node) for i in failed], error=exc.describe())
+            for i in failed:
+                self._apply(plans[i], None, exc, req=req, sample=first + i, times=(started, ended))
             if self.observer is not None:
-                self.observer.request_finished(plans[0].node.round, len(plans), 0, True)
+                tokens = sum(self.records[plans[i].node].usage.completion_tokens for i in sorted(applied))
+                self.observer.request_finished(plans[0].node.round, len(plans), tokens, True)
             return
         ended = time.time()
         if first == 0:

@@ -108,7 +108,7 @@ def test_merge_roles_replaces_with_a_role_and_refuses_anything_else() -> None:
     merged = merge_roles(base, {"sink": RoleOverride(compaction="boxed")}, compaction=None)
     assert merged["sink"].template == pacore_synthesis_template() and merged["sink"].compaction == "boxed"
     assert base["sink"].compaction == "pacore"  # the base is untouched
-    with pytest.raises(ConfigError, match="neither a pacore_agents.Role"):
+    with pytest.raises(ConfigError, match=r"neither a pacore_agents\.Role"):
         merge_roles(base, {"sink": {"sampling": {"temperature": 0.3}}})  # type: ignore[dict-item]
     with pytest.raises(ConfigError, match="given under the name 'judge'"):
         merge_roles(base, {"judge": Role("sink")})
