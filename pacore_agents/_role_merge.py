@@ -43,6 +43,8 @@ class RoleOverride(BaseModel):
                                               "(after </think>), full, or boxed (the final answer only)")
     sampling: SamplingParams | None = Field(default=None, description="merged onto the role's sampling")
     description: str | None = Field(default=None, description="free text")
+    engine: str | None = Field(default=None, description="the named engine this role's nodes run on "
+                               "(default: the run's default engine)")
 
     def apply(self, name: str, base: Role | None) -> Role:
         """The role ``base`` (or a plain new role) with the fields this override sets."""
@@ -54,7 +56,8 @@ class RoleOverride(BaseModel):
         return Role(name, template=template,
                     system=self.system if self.system is not None else base.system,
                     compaction=self.compaction or base.compaction, sampling=sampling,
-                    description=self.description if self.description is not None else base.description)
+                    description=self.description if self.description is not None else base.description,
+                    engine=self.engine if self.engine is not None else base.engine)
 
 
 RoleLike = Role | RoleOverride
