@@ -168,7 +168,7 @@ def test_stored_traces_and_report(study: Path) -> None:
         store.close()
     report = build_report(study)
     names = sorted(f.name for f in report.files)
-    assert names == ["accuracy_vs_ttc.png", "engine.csv", "metrics.csv", "pairs.csv", "roles.csv", "rounds.csv",
+    assert names == ["accuracy_vs_ttc.png", "engine.csv", "engine_tokens.csv", "metrics.csv", "pairs.csv", "roles.csv", "rounds.csv",
                      "rounds.png", "samples.csv", "sequences_in_flight.png", "topology_low2.png"]
     # low2 - single per problem: p1 1/2 - 1, p2 1/2 - 1/2, p3 1/2 - 1/2 -> d = (-1/2, 0, 0); a
     # bootstrap mean is -X/6, X ~ Binomial(3, 1/3), P(X = 3) = 1/27 > 2.5%: interval [-1/2, 0]

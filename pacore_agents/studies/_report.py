@@ -24,13 +24,22 @@ from rich.table import Table
 
 from pacore_agents._errors import ConfigError
 
-from ._columns import METRICS_COLUMNS, PAIR_COLUMNS, ROLE_COLUMNS, ROUND_COLUMNS, SAMPLE_COLUMNS
+from ._columns import (
+    COST_COLUMNS,
+    ENGINE_TOKEN_COLUMNS,
+    METRICS_COLUMNS,
+    PAIR_COLUMNS,
+    ROLE_COLUMNS,
+    ROUND_COLUMNS,
+    SAMPLE_COLUMNS,
+)
 from ._engine_figures import (
     engine_table,
     load_engine_figures,
     plot_sequences_in_flight,
     write_engine_csv,
 )
+from ._engines import EngineCost, engine_token_rows
 from ._metrics import ArmMetrics, compute_metrics
 from ._plots import plot_accuracy_vs_ttc, plot_rounds, plot_scaling, plot_topology
 from ._spec import ArmSpec, role_summary
@@ -47,6 +56,10 @@ class Report:
     pairs: list[PairedComparison] = field(default_factory=list)
     #: arm -> role -> ``role_summary`` (topology arms whose spec could be rebuilt)
     roles: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    #: ``engine_tokens.csv``'s rows: tokens (and declared cost) per arm, engine and role
+    engine_tokens: list[dict[str, Any]] = field(default_factory=list)
+    #: ``cost.csv``'s rows (engines that declare costs only)
+    costs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _pct(x: float | None) -> str:
@@ -159,6 +172,37 @@ def write_csvs(report: Report, outcomes: Sequence[SampleOutcome], folder: Path) 
     ]
 
 
+def _engine_tokens(report: Report, store: ResultStore, outcomes: Sequence[SampleOutcome]) -> None:
+    """Fill ``report.engine_tokens`` (every stored trace) and, with declared costs (the latest
+    run's), ``report.costs``: accuracy against mean cost per sample, per arm."""
+    saved = store.meta_items("costs:")
+    costs = {k: EngineCost.model_validate(v) for k, v in json.loads(saved[-1][1]).items()} if saved else {}
+    traces = ((o.arm, store.trace_json(o.arm, o.problem_id, o.sample) or {}) for o in outcomes)
+    report.engine_tokens = engine_token_rows(traces, costs)
+    if not costs:
+        return
+    unit = next(iter(costs.values())).unit
+    by_label = {m.label: m for m in report.metrics}
+    for arm in dict.fromkeys(r["arm"] for r in report.engine_tokens):
+        row = by_label.get(arm)
+        cost = sum(r["cost"] or 0.0 for r in report.engine_tokens if r["arm"] == arm)
+        report.costs.append({"arm": arm, "accuracy": row.accuracy if row else None,
+                             "ci_low": row.ci_low if row else None, "ci_high": row.ci_high if row else None,
+                             "mean_ttc": row.mean_ttc if row else None, "mean_cost": cost, "cost_unit": unit})
+
+
+def engine_tokens_table(report: Report) -> Table:
+    """Tokens per engine and role (and declared cost) of each arm."""
+    table = Table(title="tokens per engine and role (means per sample; self-consistency is "
+                  "budget-matched on tokens, not cost)")
+    for column in ("arm", "engine", "role", "completion", "prompt", "cost"):
+        table.add_column(column)
+    for r in report.engine_tokens:
+        cost = "" if r["cost"] is None else f"{r['cost']:.4g}"
+        table.add_row(r["arm"], r["engine"], r["role"], f"{r['completion_tokens']:g}", f"{r['prompt_tokens']:g}", cost)
+    return table
+
+
 def _spec_arms(store: ResultStore) -> list[dict[str, Any]]:
     spec = json.loads(store.get_meta("fingerprint") or "{}")
     arms = spec.get("arms", [])
@@ -214,6 +258,7 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         metrics = compute_metrics(outcomes, order, sizes)
         report = Report(metrics=metrics, samples=len(outcomes), pairs=all_pairs(metrics),
                         roles=effective_roles(arm_tables))
+        _engine_tokens(report, store, outcomes)
         engine = load_engine_figures(store)
         folder = out / "report"
         if csv_files or plots:
@@ -222,6 +267,11 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
             report.files += write_csvs(report, outcomes, folder)
             if engine:
                 report.files.append(write_engine_csv(engine, folder / "engine.csv"))
+            report.files.append(_write_csv(folder / "engine_tokens.csv", list(ENGINE_TOKEN_COLUMNS),
+                                           [list(r.values()) for r in report.engine_tokens]))
+            if report.costs:
+                report.files.append(_write_csv(folder / "cost.csv", list(COST_COLUMNS),
+                                               [list(r.values()) for r in report.costs]))
         if plots and metrics:
             report.files.append(plot_accuracy_vs_ttc(metrics, folder / "accuracy_vs_ttc.png"))
             report.files.append(plot_rounds(metrics, folder / "rounds.png"))
@@ -248,6 +298,8 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
             console.print(pairs_table(key))
         if engine:
             console.print(engine_table(engine))
+        if len({r["engine"] for r in report.engine_tokens}) > 1 or report.costs:
+            console.print(engine_tokens_table(report), markup=False)
         for f in report.files:
             console.print(f"wrote {f}")
     return report

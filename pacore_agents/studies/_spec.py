@@ -43,6 +43,13 @@ from pacore_agents.engines import (
 )
 
 from ._datasets import DatasetSpec
+from ._engines import (
+    EngineCost,
+    check_engines,
+    check_role_engines,
+    engines_fingerprint,
+    split_costs,
+)
 from ._sweeps import SweepSpec, expand_sweep
 
 BaselineKind = Literal["single", "self-consistency"]
@@ -158,7 +165,7 @@ class GradingSpec(BaseModel):
 # Fields that may change between runs into the same out dir: they do not change results.
 # The engine enters the fingerprint as ``results_fingerprint`` (the flat form old stores hold).
 _VOLATILE = {"concurrency": True, "max_in_flight": True, "retry": True, "grading": {"workers"},
-             "engine": True}
+             "engine": True, "engines": True, "costs": True}
 
 
 class StudySpec(BaseModel):
@@ -173,7 +180,13 @@ class StudySpec(BaseModel):
     seeded: bool = Field(default=True, description="send per-request seeds derived from seed (set "
                          "false for engines that cannot seed, e.g. vLLM 0.32 on CPU with chunked prefill)")
     engine: EngineOptions = Field(default_factory=VLLMOptions, description="the [engine] table: kind = "
-                                  "vllm (default) | openai | function, and that kind's options")
+                                  "vllm (default) | openai | function, and that kind's options; the "
+                                  "engine named 'default'")
+    engines: dict[str, EngineOptions] = Field(default_factory=dict, description="[engines.NAME] tables: "
+                                              "more engines (each one kind's options), bound to roles "
+                                              "by roles.NAME.engine = \"NAME\"")
+    costs: dict[str, EngineCost] = Field(default_factory=dict, description="set from cost_per_1k_tokens "
+                                         "or active_params in the engine tables (see studies._engines)")
     sampling: SamplingParams = Field(default=PACORE_SAMPLING, description="every request's sampling "
                                      "(arms and roles override fields of it)")
     retry: RetryPolicy = Field(default=RetryPolicy(), description="retries of transient engine errors")
@@ -195,14 +208,22 @@ class StudySpec(BaseModel):
                         "cap the engine, set [engine] max_sequences)", {"key": key})
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _costs(cls, data: Any) -> Any:
+        return split_costs(data)
+
     @field_validator("engine", mode="before")
     @classmethod
     def _parse_engine(cls, value: Any) -> Any:
-        try:
-            return parse_engine_options(value)
-        except ConfigError as exc:  # one line that says what to fix, without pydantic's prefix
-            reason = str(exc).removeprefix("engine option ")
-            raise PydanticCustomError("engine_options", "{reason}", {"reason": reason}) from exc
+        return _engine_options(value)
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _parse_engines(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {name: _engine_options(table) for name, table in value.items()}
 
     @model_validator(mode="after")
     def _expand_sweeps(self) -> StudySpec:
@@ -232,6 +253,7 @@ class StudySpec(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"arm names must be unique: {dup[0]!r} is used twice")
+        check_engines(self.engines, self.costs)
         runs = {a.name for a in self.arms if a.baseline is None}
         for arm in self.arms:
             if arm.baseline == "self-consistency" and arm.n is None and not runs:
@@ -264,6 +286,8 @@ class StudySpec(BaseModel):
         sparse = self.model_dump(mode="json", exclude=_VOLATILE, exclude_defaults=True)  # type: ignore[arg-type]
         data = _v0_compatible(full, sparse, "")
         data["engine"] = results_fingerprint(self.engine)
+        if self.engines:  # studies of one engine keep the fingerprint they always had
+            data["engines"] = engines_fingerprint(self.engines)
         return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
 
@@ -300,6 +324,14 @@ def _v0_compatible(full: Any, sparse: Any, path: str) -> Any:
     return full
 
 
+def _engine_options(value: Any) -> Any:
+    try:
+        return parse_engine_options(value)
+    except ConfigError as exc:  # one line that says what to fix, without pydantic's prefix
+        reason = str(exc).removeprefix("engine option ")
+        raise PydanticCustomError("engine_options", "{reason}", {"reason": reason}) from exc
+
+
 def _format_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -330,7 +362,7 @@ def parse_study(text: str, *, source: str = "<string>", base_dir: Path | None = 
                 and not Path(arm.topology).is_absolute():
             arm.topology = str((base_dir / arm.topology).resolve())
         if arm.baseline is None:
-            arm.build_roles(arm.build_topology())
+            check_role_engines(arm.name, arm.build_roles(arm.build_topology()), spec.engines)
     return spec
 
 
