@@ -194,13 +194,14 @@ def _engine_tokens(report: Report, store: ResultStore, outcomes: Sequence[Sample
 
 def engine_tokens_table(report: Report) -> Table:
     """Tokens per engine and role (and declared cost) of each arm."""
-    table = Table(title="tokens per engine and role (means per sample; self-consistency is "
-                  "budget-matched on tokens, not cost)")
+    table = text_table("tokens per engine and role (means per sample; self-consistency is "
+                       "budget-matched on tokens, not cost)")
     for column in ("arm", "engine", "role", "completion", "prompt", "cost"):
         table.add_column(column)
     for r in report.engine_tokens:
         cost = "" if r["cost"] is None else f"{r['cost']:.4g}"
-        table.add_row(r["arm"], r["engine"], r["role"], f"{r['completion_tokens']:g}", f"{r['prompt_tokens']:g}", cost)
+        add_text_row(table, r["arm"], r["engine"], r["role"], f"{r['completion_tokens']:g}",
+                     f"{r['prompt_tokens']:g}", cost)
     return table
 
 
@@ -300,7 +301,7 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         if engine:
             console.print(engine_table(engine))
         if len({r["engine"] for r in report.engine_tokens}) > 1 or report.costs:
-            console.print(engine_tokens_table(report), markup=False)
+            console.print(engine_tokens_table(report))
         for f in report.files:
             console.print(f"wrote {f}", markup=False)
     return report
