@@ -178,14 +178,14 @@ def test_stored_traces_and_report(study: Path) -> None:
     assert (p.problems, p.samples_per_problem, p.p_value) == (3, 2, None)
     assert (p.diff, p.diff_low, p.diff_high) == pytest.approx((1 / 6, 0.0, 0.5))
     assert report.roles == {"low2": {"explorer": {"template": "problem", "system": "", "compaction": "pacore",
-                                                  "sampling": ""},
+                                                  "sampling": "", "engine": ""},
                                      "sink": {"template": "pacore", "system": "", "compaction": "pacore",
-                                              "sampling": ""}}}
+                                              "sampling": "", "engine": ""}}}
     pair_rows = (study / "report" / "pairs.csv").read_text().splitlines()
     assert pair_rows[0] == "a,b,problems,samples_per_problem,acc_a,acc_b,diff,diff_low,diff_high,a_only,b_only,p_value"
     assert len(pair_rows) == 4
     assert (study / "report" / "roles.csv").read_text().splitlines()[1:] == [
-        "low2,explorer,problem,,pacore,", "low2,sink,pacore,,pacore,"]
+        "low2,explorer,problem,,pacore,,", "low2,sink,pacore,,pacore,,"]
     for f in report.files:
         assert f.stat().st_size > 100
     rows = (study / "report" / "metrics.csv").read_text().splitlines()

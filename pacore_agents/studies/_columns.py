@@ -76,6 +76,7 @@ ROLE_COLUMNS: dict[str, str] = {
     "system": "empty, or `sha:` + 8 hex digits of the system prompt's SHA-256",
     "compaction": "`pacore`, `full` or `boxed`",
     "sampling": "the sampling fields the role sets over the arm's (e.g. `temperature=0.3`)",
+    "engine": "the named engine its nodes run on (empty: the study's [engine], `default`)",
 }
 
 ENGINE_COLUMNS: dict[str, str] = {

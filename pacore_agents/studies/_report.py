@@ -128,11 +128,12 @@ def pairs_table(pairs: Sequence[PairedComparison]) -> Table:
 
 def roles_table(roles: dict[str, dict[str, dict[str, str]]]) -> Table:
     table = text_table(title="effective roles per topology arm")
-    for col in ("arm", "role", "template", "system", "compaction", "sampling"):
+    keys = ("template", "system", "compaction", "sampling", "engine")
+    for col in ("arm", "role", *keys):
         table.add_column(col)
     for arm, by_role in roles.items():
         for role, summary in by_role.items():
-            add_text_row(table, arm, role, *(summary[k] or "—" for k in ("template", "system", "compaction", "sampling")))
+            add_text_row(table, arm, role, *(summary.get(k) or "—" for k in keys))
     return table
 
 
@@ -162,7 +163,7 @@ def write_csvs(report: Report, outcomes: Sequence[SampleOutcome], folder: Path) 
     round_rows = [[m.label, *[getattr(r, c) for c in round_cols]] for m in report.metrics for r in m.rounds]
     sample_rows = [[getattr(o, c) if c != "nodes" else len(o.nodes) for c in SAMPLE_COLUMNS] for o in outcomes]
     pair_rows = [[getattr(p, c) for c in PAIR_COLUMNS] for p in report.pairs]
-    role_rows = [[arm, role, *(summary[c] for c in list(ROLE_COLUMNS)[2:])]
+    role_rows = [[arm, role, *(summary.get(c, "") for c in list(ROLE_COLUMNS)[2:])]
                  for arm, by_role in report.roles.items() for role, summary in by_role.items()]
     return [
         _write_csv(folder / "metrics.csv", list(METRICS_COLUMNS), metric_rows),

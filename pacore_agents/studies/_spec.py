@@ -143,7 +143,7 @@ def role_summary(role: Role) -> dict[str, str]:
     sampling = role.sampling.model_dump(exclude_none=True) if role.sampling is not None else {}
     system = "" if role.system is None else "sha:" + hashlib.sha256(role.system.encode("utf-8")).hexdigest()[:8]
     return {"template": template_label(role.template), "system": system, "compaction": role.compaction,
-            "sampling": ",".join(f"{k}={v}" for k, v in sorted(sampling.items()))}
+            "sampling": ",".join(f"{k}={v}" for k, v in sorted(sampling.items())), "engine": role.engine or ""}
 
 
 def describe_role(role: Role) -> str:
