@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ._plan import NodePlan, Planner
     from ._priority import Priority
     from ._references import OrderPolicy, Reference, derive_seed, order_references
+    from ._role_merge import RoleOverride, merge_roles
     from ._roles import PromptContext, Role, RoleBook, builtin_roles, pacore_compact
     from ._run import RunResult, resolve_topology, run, run_sync
     from ._scheduler import MergeGroup, RunDriver, RunObserver
@@ -90,6 +91,7 @@ __all__ = [
     "Role",
     "RoleBook",
     "RoleName",
+    "RoleOverride",
     "Round",
     "RoundSummary",
     "RunConfig",
@@ -115,6 +117,7 @@ __all__ = [
     "from_graph",
     "hierarchical",
     "load_topology",
+    "merge_roles",
     "order_references",
     "pacore_compact",
     "parse_spec",

@@ -8,7 +8,7 @@ its inputs' final records, never on when or in which order they completed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,18 +46,30 @@ class NodePlan:
 
 
 class Planner:
-    """Builds ``NodePlan``s for one run (problem, topology, roles, config, engine budget)."""
+    """Builds ``NodePlan``s for one run (problem, topology, roles, config, engine budget).
+
+    ``engine_of(role)``: the engine a role's nodes run on (several models in one graph): its
+    context length and tokenizer budget those nodes' prompts. Default: ``engine`` for all."""
 
     def __init__(self, problem: Problem, topology: Topology, engine: Engine, config: RunConfig,
-                 roles: RoleBook) -> None:
+                 roles: RoleBook, *, engine_of: Callable[[Role], Engine] | None = None) -> None:
         self.problem = problem
         self.topology = topology
         self.engine = engine
         self.config = config
         self.roles = roles
+        self._engine_of = engine_of
         self._sampling: dict[str, SamplingParams] = {}
         self._roles: dict[NodeId, Role] = {}
-        self._context: int | None = engine.info.max_context
+        self._budgets: dict[str, tuple[Engine, int | None]] = {}
+
+    def budget_of(self, role: Role) -> tuple[Engine, int | None]:
+        """The engine that counts ``role``'s prompts, and its context length (None: unknown)."""
+        found = self._budgets.get(role.name)
+        if found is None:
+            engine = self.engine if self._engine_of is None else self._engine_of(role)
+            found = self._budgets[role.name] = (engine, engine.info.max_context)
+        return found
 
     def role_of(self, node: NodeId) -> Role:
         role = self._roles.get(node)
@@ -96,8 +108,9 @@ class Planner:
         """Cut references to ``max_message_tokens`` and, if the context is known, until the
         prompt plus the generation reserve fits (longest first, keeping their ends)."""
         rounds = self.topology.num_rounds
-        available = None if self._context is None else self._available_tokens(
-            role, PromptContext(self.problem, node, rounds, []), sampling, len(ordered))
+        engine, context = self.budget_of(role)
+        available = None if context is None else self._available_tokens(
+            engine, context, role, PromptContext(self.problem, node, rounds, []), sampling, len(ordered))
         if available is None and self.config.max_message_tokens is None:
             messages = [ref.message or "" for ref in ordered]
             return role.build_prompt(PromptContext(self.problem, node, rounds, messages)), []
@@ -105,13 +118,13 @@ class Planner:
         for _ in range(4):
             messages, cuts = fit_references(
                 ordered,
-                count=self.engine.count_tokens,
-                truncate=self.engine.truncate_tokens,
+                count=engine.count_tokens,
+                truncate=engine.truncate_tokens,
                 max_message_tokens=self.config.max_message_tokens,
                 available_tokens=None if available is None else available - extra,
             )
             prompt = role.build_prompt(PromptContext(self.problem, node, rounds, messages))
-            over = self._overflow(prompt, sampling)
+            over = 0 if context is None else self._overflow(engine, context, prompt, sampling)
             if over <= 0 or not ordered:
                 break
             extra += over
@@ -122,19 +135,15 @@ class Planner:
             return self.config.context_reserve_tokens
         return min(sampling.max_tokens or context // 4, context // 2)
 
-    def _prompt_tokens(self, prompt: tuple[ChatMessage, ...]) -> int:
-        return sum(self.engine.count_tokens(m.content) + MESSAGE_OVERHEAD for m in prompt)
+    @staticmethod
+    def _prompt_tokens(engine: Engine, prompt: tuple[ChatMessage, ...]) -> int:
+        return sum(engine.count_tokens(m.content) + MESSAGE_OVERHEAD for m in prompt)
 
-    def _available_tokens(self, role: Role, ctx: PromptContext, sampling: SamplingParams,
-                          n_refs: int) -> int | None:
-        context = self._context
-        if context is None:
-            return None
-        base = self._prompt_tokens(role.build_prompt(ctx))
+    def _available_tokens(self, engine: Engine, context: int, role: Role, ctx: PromptContext,
+                          sampling: SamplingParams, n_refs: int) -> int:
+        base = self._prompt_tokens(engine, role.build_prompt(ctx))
         return context - self._reserve(sampling, context) - base - n_refs * REFERENCE_OVERHEAD
 
-    def _overflow(self, prompt: tuple[ChatMessage, ...], sampling: SamplingParams) -> int:
-        context = self._context
-        if context is None:
-            return 0
-        return self._prompt_tokens(prompt) + self._reserve(sampling, context) - context
+    def _overflow(self, engine: Engine, context: int, prompt: tuple[ChatMessage, ...],
+                  sampling: SamplingParams) -> int:
+        return self._prompt_tokens(engine, prompt) + self._reserve(sampling, context) - context

@@ -113,7 +113,8 @@ class Role:
     ``template`` (Jinja2; variables ``original_prompt``, ``ref_responses``, ``round``, ``agent``,
     ``num_rounds``) to replace the last user message, and ``system`` to prepend a system prompt.
 
-    ``template=None`` sends the problem's messages unchanged (PaCoRe's round 1).
+    ``template=None`` sends the problem's messages unchanged (PaCoRe's round 1). ``engine``
+    names the engine of the run its nodes go to (``_binding``; None: the run's default).
     """
 
     name: str
@@ -122,6 +123,7 @@ class Role:
     compaction: CompactionKind = "pacore"
     sampling: SamplingParams | None = None
     description: str = ""
+    engine: str | None = None
     _compiled: jinja2.Template | None = field(default=None, init=False, repr=False, compare=False)
     _globals: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 

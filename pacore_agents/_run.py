@@ -15,18 +15,19 @@ from typing import Any
 
 import anyio
 
+from ._binding import EngineBinding
 from ._config import RunConfig
 from ._engine import Completion, Engine, prefill_between
 from ._errors import ConfigError, RunFailedError, unwrap_exception_group
-from ._executor import Executor, executor_for
 from ._ids import NodeId
 from ._logging import get_logger
 from ._messages import ChatMessage, Problem
-from ._roles import Role, RoleBook
+from ._role_merge import RolesArg, merge_roles
+from ._roles import RoleBook, builtin_roles
 from ._scheduler import RunDriver, RunObserver
 from ._specs import load_topology
 from ._topology import Topology
-from ._trace import TRACE_VERSION, RunStats, RunTrace
+from ._trace import TRACE_VERSION, RunStats, RunTrace, tokens_by_engine_and_role
 
 log = get_logger("pacore_agents.run")
 
@@ -54,7 +55,7 @@ def resolve_topology(topology: TopologyLike) -> Topology:
     raise ConfigError(f"topology must be a Topology, a built-in name or a spec path, not {type(topology).__name__}")
 
 
-def _trace(driver: RunDriver, started: float, error: str | None, engine: Engine, config: RunConfig,
+def _trace(driver: RunDriver, started: float, error: str | None, binding: EngineBinding, config: RunConfig,
            stats: RunStats) -> RunTrace:
     topology = driver.topology
     sink = driver.records.get(topology.sink)
@@ -71,7 +72,9 @@ def _trace(driver: RunDriver, started: float, error: str | None, engine: Engine,
         problem=list(driver.problem.messages),
         problem_id=driver.problem.id,
         config=config.model_dump(mode="json"),
-        engine=engine.info,
+        engine=binding.default.info,
+        engines=binding.infos(),
+        tokens=tokens_by_engine_and_role(records),
         topology=topology.node_link(),
         topology_name=topology.name,
         nodes=records,
@@ -87,57 +90,64 @@ async def run(
     topology: TopologyLike = "pacore-low",
     engine: Engine | None = None,
     *,
+    engines: Mapping[str, Engine] | None = None,
     config: RunConfig | None = None,
-    roles: Mapping[str, Role] | Sequence[Role] | None = None,
+    roles: RolesArg = None,
     precomputed: Mapping[NodeId, Completion] | None = None,
     observer: RunObserver | None = None,
     unit: str | None = None,
 ) -> RunResult:
     """Run ``problem`` over ``topology`` on ``engine``; return the sink's answer and the trace.
 
+    ``engines`` names several engines (several models in one graph, ``_binding``): a role's
+    ``engine`` names the one its nodes run on; roles without one use ``default`` (``engine``,
+    if given, is that one). Every node's record names its engine and model; ``trace.tokens``
+    sums usage per engine and role.
+
     Concurrent runs on the same engine object share its executor (``executor_for``): their
     nodes fill one window of sequences in flight, deeper rounds and earlier runs first.
-    ``roles`` adds or replaces roles by name (over the built-ins and the topology's own);
+    ``roles`` adds or changes roles by name over the built-ins and the topology's own
+    (``merge_roles``: a ``RoleOverride`` changes the fields it sets, a ``Role`` replaces);
     ``precomputed`` supplies completions for nodes that must not be sent to the engine;
     ``unit`` labels the run's requests (``RequestMetadata.unit``) and log lines.
     Raises ``RunFailedError`` (with ``.trace``, every node's ``status`` set) when a node fails
     under ``on_failure="fail"``, the sink fails, or ``config.timeout`` passes; ``ConfigError``
     for bad input, before any request is sent. Never an ``ExceptionGroup``.
     """
-    if engine is None:
-        raise ConfigError("run() needs an engine: e.g. FunctionEngine(handler) or create_engine(VLLMOptions())")
+    binding = EngineBinding.of(engine, engines)
     config = config or RunConfig()
     prob = Problem.coerce(problem)
     topo = resolve_topology(topology)
-    book = RoleBook({**topo.roles, **_as_mapping(roles)})
-    executor = executor_for(engine)
-    seq = executor.begin_run()
+    book = RoleBook(merge_roles({**builtin_roles(), **topo.roles}, roles))
+    binding.begin()
     try:
-        return await _run(prob, topo, engine, executor, seq, config, book, precomputed, observer, unit)
+        return await _run(prob, topo, binding, config, book, precomputed, observer, unit)
     except BaseExceptionGroup as group:
         raise unwrap_exception_group(group) from None
     finally:
-        executor.end_run(seq)
+        binding.end()
 
 
-async def _run(prob: Problem, topo: Topology, engine: Engine, executor: Executor, seq: int, config: RunConfig,
+async def _run(prob: Problem, topo: Topology, binding: EngineBinding, config: RunConfig,
                book: RoleBook, precomputed: Mapping[NodeId, Completion] | None,
                observer: RunObserver | None, unit: str | None) -> RunResult:
+    lane = binding.default
+    engine, executor = lane.engine, lane.executor
     started = time.time()
     error: str | None = None
     driver: RunDriver | None = None
     before = None
-    alone = executor.runs_active == 1  # engine counters describe this run only if it runs alone
+    # engine counters describe this run only if it runs alone (on its one engine)
+    alone = executor.runs_active == 1 and not binding.several
     log.info("run started", problem=prob.id, topology=topo.name, widths=topo.widths, unit=unit)
     try:
         with anyio.fail_after(config.timeout):
-            await engine.start()
-            executor.refresh()
+            await binding.start()
             if alone:
                 before = await engine.stats()
             # roles are resolved (unknown roles fail) before any request is sent
             driver = RunDriver(prob, topo, executor, config, book, precomputed=precomputed,
-                               observer=observer, unit=unit, run_seq=seq)
+                               observer=observer, unit=unit, binding=binding)
             await driver.drive()
     except TimeoutError:
         if driver is None:
@@ -157,7 +167,7 @@ async def _run(prob: Problem, topo: Topology, engine: Engine, executor: Executor
         wall_seconds=time.time() - started, orchestration_seconds=driver.orchestration,
         requests=sum(s.requests for s in driver.summaries), unique_prompt_tokens=driver.unique_prompt_tokens,
         **prefill_between(before, after))
-    trace = _trace(driver, started, error, engine, config, stats)
+    trace = _trace(driver, started, error, binding, config, stats)
     log.info("run finished", problem=prob.id, unit=unit, effective_ttc=trace.effective_ttc, error=error,
              degraded=trace.degraded)
     if error is not None:
@@ -179,10 +189,3 @@ def run_sync(problem: ProblemLike, topology: TopologyLike = "pacore-low", engine
     anyio.run(main)
     return box[0]
 
-
-def _as_mapping(roles: Mapping[str, Role] | Sequence[Role] | None) -> dict[str, Role]:
-    if roles is None:
-        return {}
-    if isinstance(roles, Mapping):
-        return dict(roles)
-    return {role.name: role for role in roles}

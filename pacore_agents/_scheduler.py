@@ -14,7 +14,9 @@
   node's prompt depends only on its inputs' records; records are listed in sorted order. Nothing
   depends on completion order.
 - **Execution** goes through the engine's shared ``Executor`` (admission by sequences in
-  priority order, see ``Priority``; retries with back-off outside the window).
+  priority order, see ``Priority``; retries with back-off outside the window). With several
+  engines (``_binding``), each request goes to the executor of its role's engine; a merge
+  group has one role, so a merged request never spans engines.
 - **Failures.** ``on_failure="fail"``: the first failed node cancels the run's other work;
   ``continue``: the failure is recorded and dependents go on without that message. Nodes that
   never completed are marked ``cancelled`` or ``timed_out`` (``finish``).
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
+from ._binding import EngineBinding, Lane, named_error
 from ._config import RunConfig
 from ._engine import (
     TRUSTED_METADATA,
@@ -99,6 +102,7 @@ class _Request:
     plans: list[NodePlan]
     seed: int | None
     sampling: SamplingParams
+    lane: Lane
 
 
 @dataclass(slots=True)
@@ -128,9 +132,15 @@ class RunDriver:
     def __init__(self, problem: Problem, topology: Topology, executor: Executor, config: RunConfig,
                  roles: RoleBook, *, precomputed: Mapping[NodeId, Completion] | None = None,
                  observer: RunObserver | None = None, unit: str | None = None,
-                 run_seq: int | None = None) -> None:
+                 run_seq: int | None = None, binding: EngineBinding | None = None) -> None:
+        """``binding``: the run's named engines (``_binding``); None: ``executor``'s engine alone."""
+        if binding is None:
+            binding = EngineBinding.single(executor, executor.new_run() if run_seq is None else run_seq)
+        self.binding = binding
+        executor = binding.default.executor
         self.problem, self.topology, self.executor, self.config = problem, topology, executor, config
-        self.planner = Planner(problem, topology, executor.engine, config, roles)
+        self.planner = Planner(problem, topology, executor.engine, config, roles,
+                               engine_of=lambda role: binding.lane_for(role).engine)
         self.precomputed = dict(precomputed or {})
         self.observer = observer
         self.unit = unit
@@ -140,6 +150,8 @@ class RunDriver:
         # each group's nodes (the MergeGroup objects themselves are not kept: a large run has
         # ~one group per node, and every long-lived object costs the garbage collector)
         self.groups = [g.nodes for g in merge_groups(topology, self.planner)]  # also checks every role exists
+        for nodes in self.groups:  # ... and has an engine
+            binding.lane_for(self.planner.role_of(nodes[0]))
         self.records: dict[NodeId, NodeRecord] = {}
         self.plans: dict[NodeId, NodePlan] = {}
         self.sent: dict[NodeId, float] = {}
@@ -147,13 +159,12 @@ class RunDriver:
         self.orchestration = 0.0
         self.unique_prompt_tokens = 0
         self._requests = 0
-        self._run_seq = executor.new_run() if run_seq is None else run_seq
         self._rounds = [_RoundState(left=w) for w in topology.widths]
         self._pending: dict[int, int] = {}
         self._waiting_node: dict[NodeId, tuple[int, ...]] = {}
         self._waiting_round: dict[int, list[int]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
-        self._queued: set[Ticket] = set()
+        self._queued: dict[str, set[Ticket]] = {lane.name: set() for lane in binding}
         self._left = len(topology.nodes())
         self._done = anyio.Event()
 
@@ -188,9 +199,10 @@ class RunDriver:
                 tg.start_soon(self._done.wait)
                 for i in ready:
                     self._ready(i)
-                self.executor.run_queued(self._run_seq)
+                self.binding.queued()
         finally:
-            self.executor.withdraw(self._queued)
+            for lane in self.binding:
+                lane.executor.withdraw(self._queued[lane.name])
 
     def _release(self, waiting: Sequence[int] | None) -> None:
         for i in waiting or ():
@@ -224,7 +236,7 @@ class RunDriver:
             seed = sampling.seed
             if self.config.seed is not None and seed is None:
                 seed = derive_seed(self.config.seed, self.problem.id, plans[0].node, len(plans))
-            self._submit(_Request(self._requests, plans, seed, sampling))
+            self._submit(_Request(self._requests, plans, seed, sampling, self.binding.lane_for(plans[0].role)))
             self._requests += 1
         self._account(t0)
         for plan in now_applied:
@@ -246,19 +258,21 @@ class RunDriver:
             "metadata": TRUSTED_METADATA.build({
                 "problem_id": ProblemId(self.problem.id), "round": Round(node.round),
                 "nodes": tuple(p.node for p in plans), "unit": self.unit,
-                "priority": priority.engine_priority(self.executor.feeding)})})
+                "priority": priority.engine_priority(req.lane.executor.feeding)})})
 
     def _submit(self, req: _Request) -> None:
         assert self._tg is not None
         first = req.plans[0].node
         remaining = self.topology.num_rounds - first.round
-        if self.executor.split and len(req.plans) > 1:
+        lane = req.lane
+        executor, queued = lane.executor, self._queued[lane.name]
+        if executor.split and len(req.plans) > 1:
             for i, plan in enumerate(req.plans):
-                pri = Priority(first.round, remaining, self._run_seq, (first.agent, i))
-                self.executor.submit(self._tg, pri, 1, _NodeJob(self, req, [plan], i, pri), self._queued)
+                pri = Priority(first.round, remaining, lane.seq, (first.agent, i))
+                executor.submit(self._tg, pri, 1, _NodeJob(self, req, [plan], i, pri), queued)
         else:
-            pri = Priority(first.round, remaining, self._run_seq, (first.agent,))
-            self.executor.submit(self._tg, pri, len(req.plans), _NodeJob(self, req, req.plans, 0, pri), self._queued)
+            pri = Priority(first.round, remaining, lane.seq, (first.agent,))
+            executor.submit(self._tg, pri, len(req.plans), _NodeJob(self, req, req.plans, 0, pri), queued)
 
     # ---- execute -----------------------------------------------------------------------
     async def execute(self, req: _Request, plans: list[NodePlan], first: int, priority: Priority,
@@ -276,18 +290,25 @@ class RunDriver:
             applied.add(i)
             self._apply(plans[i], completion, None, req=req, sample=first + i, times=(started, time.time()))
 
+        lane = req.lane
         try:
-            out = await self.executor.generate(request, priority=priority, retry=self.config.retry, slots=slots,
+            if lane.start_error is not None:  # its engine did not start: fail its nodes only
+                raise lane.start_error
+            out = await lane.executor.generate(request, priority=priority, retry=self.config.retry, slots=slots,
                                                on_text=on_text, on_sample=sample_ended if len(plans) > 1 else None)
-        except EngineError as exc:
+        except EngineError as raw:
+            exc = named_error(lane, raw) if self.binding.several else raw
+            # samples that ended before the failure stand (their records are applied): the log
+            # names only the nodes that failed, and the progress keeps the others' tokens
             ended = time.time()
+            failed = [i for i in range(len(plans)) if i not in applied]
             log.warning("node failed", problem=self.problem.id, unit=self.unit,
-                        nodes=[str(p.node) for p in plans], error=exc.describe())
-            for i, plan in enumerate(plans):
-                if i not in applied:
-                    self._apply(plan, None, exc, req=req, sample=first + i, times=(started, ended))
+                        nodes=[str(plans[i].node) for i in failed], error=exc.describe())
+            for i in failed:
+                self._apply(plans[i], None, exc, req=req, sample=first + i, times=(started, ended))
             if self.observer is not None:
-                self.observer.request_finished(plans[0].node.round, len(plans), 0, True)
+                tokens = sum(self.records[plans[i].node].usage.completion_tokens for i in sorted(applied))
+                self.observer.request_finished(plans[0].node.round, len(plans), tokens, True)
             return
         ended = time.time()
         if first == 0:
@@ -306,7 +327,8 @@ class RunDriver:
         """Write the node's record once; release the nodes waiting for it."""
         t0 = time.perf_counter()
         node = plan.node
-        fields: dict[str, Any] = {}  # one construction: this runs once per node
+        lane = self.binding.lane_for(plan.role)
+        fields: dict[str, Any] = {"engine": lane.name, "model": lane.model}  # one construction per node
         if req is not None:
             fields.update(request=req.index, request_n=len(req.plans),
                           seed=None if req.seed is None else req.seed + sample)
@@ -373,6 +395,7 @@ class RunDriver:
                 record = plan.record()
             record.status = status
             record.error = reason
+            record.engine = self.binding.lane_for(self.planner.role_of(node)).name
             record.started_at = self.sent.get(node)
             self.records[node] = record
         for i, state in enumerate(self._rounds):

@@ -1,7 +1,9 @@
 """Declarative topology specs (``topologies/*.toml``): data only, never executed.
 
 A spec names a ``kind`` (a builder) and its ``params``, or explicit ``edges``; it may define
-custom ``roles`` (templates) and ``assign`` them to nodes. Unknown keys are errors that name
+custom ``roles`` (templates) and ``assign`` them to nodes. A ``[roles.NAME]`` table is a
+``RoleOverride``: it changes only the fields it sets of the built-in role of that name (a
+``[roles.sink]`` with only ``sampling`` keeps the sink's synthesis); a new name defines a role. Unknown keys are errors that name
 the key. Built-in specs ship inside the wheel (``pacore_agents/topologies``); in a source
 checkout they are read from the repository's ``topologies/``.
 """
@@ -17,21 +19,11 @@ from typing import Any, Literal
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._engine import SamplingParams
 from ._errors import ConfigError, TopologyError
 from ._ids import NodeId
-from ._roles import CompactionKind, Role
+from ._role_merge import RoleOverride, merge_roles
+from ._roles import builtin_roles
 from ._topology import Topology, all_to_all, from_edges, from_graph, hierarchical, ring, star
-
-
-class RoleSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    template: str | None = None
-    system: str | None = None
-    compaction: CompactionKind = "pacore"
-    sampling: SamplingParams | None = None
-    description: str = ""
 
 
 class Assignment(BaseModel):
@@ -53,7 +45,7 @@ class TopologySpec(BaseModel):
     kind: Literal["all-to-all", "ring", "hierarchical", "star", "graph", "edges"]
     params: dict[str, Any] = Field(default_factory=dict)
     edges: list[tuple[str, str]] | list[tuple[int, int]] | None = None
-    roles: dict[str, RoleSpec] = Field(default_factory=dict)
+    roles: dict[str, RoleOverride] = Field(default_factory=dict)
     assign: list[Assignment] = Field(default_factory=list)
 
 
@@ -125,8 +117,9 @@ def build(spec: TopologySpec, overrides: dict[str, Any] | None = None) -> Topolo
             topo = builder(**params, name=spec.name)
         except TypeError as exc:
             raise ConfigError(f"topology {spec.name!r}: {exc}") from exc
-    roles = {name: Role(name, template=r.template, system=r.system, compaction=r.compaction,
-                        sampling=r.sampling, description=r.description) for name, r in spec.roles.items()}
+    # a [roles.NAME] table changes the fields it sets of the built-in role of that name
+    merged = merge_roles(builtin_roles(), spec.roles)
+    roles = {name: merged[name] for name in spec.roles}
     assignment: dict[NodeId, str] = {}
     for a in spec.assign:
         for node in topo.nodes():

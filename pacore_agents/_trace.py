@@ -42,6 +42,9 @@ class NodeRecord(BaseModel):
     round: int
     agent: int
     role: str
+    engine: str | None = Field(default=None, description="the name of the engine the node ran on "
+                               "(the run's engines; 'default' for one engine)")
+    model: str | None = Field(default=None, description="that engine's model")
     inputs: list[str] = Field(default_factory=list)
     missing_inputs: list[str] = Field(default_factory=list, description="in-neighbours that failed")
     prompt: list[ChatMessage] = Field(default_factory=list)
@@ -129,6 +132,10 @@ class RunTrace(BaseModel):
     problem_id: str
     config: dict[str, Any]
     engine: EngineInfo
+    engines: dict[str, EngineInfo] = Field(default_factory=dict, description="every engine of the run "
+                                           "by name (one engine: 'default', the same as engine)")
+    tokens: dict[str, dict[str, Usage]] = Field(default_factory=dict, description="usage summed per engine, "
+                                                "then per role")
     topology: dict[str, Any]
     topology_name: str
     nodes: list[NodeRecord]
@@ -149,3 +156,15 @@ class RunTrace(BaseModel):
     @property
     def num_rounds(self) -> int:
         return max((n.round for n in self.nodes), default=0)
+
+
+def tokens_by_engine_and_role(nodes: list[NodeRecord]) -> dict[str, dict[str, Usage]]:
+    """Usage summed per engine, then per role, over ``nodes`` (sorted names). Prompt tokens
+    are summed per node: siblings of one n-request each count the prompt they saw."""
+    out: dict[str, dict[str, Usage]] = {}
+    for node in nodes:
+        usage = out.setdefault(node.engine or "default", {}).setdefault(node.role, Usage())
+        usage.prompt_tokens += node.usage.prompt_tokens
+        usage.completion_tokens += node.usage.completion_tokens
+        usage.cached_tokens += node.usage.cached_tokens
+    return {e: dict(sorted(roles.items())) for e, roles in sorted(out.items())}

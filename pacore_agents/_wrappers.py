@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._engine import Completion, Engine, EngineInfo, EngineStats, GenerationRequest, TextCallback
+from ._engine import (
+    Completion,
+    Engine,
+    EngineInfo,
+    EngineStats,
+    GenerationRequest,
+    SampleCallback,
+    TextCallback,
+)
 from ._errors import EngineError
 from ._logging import get_logger
 
@@ -78,10 +86,32 @@ def with_attempts(out: list[Completion], attempt: int) -> list[Completion]:
 
 
 class EngineWrapper(Engine):
-    """Base of engines that wrap another: everything but ``generate`` is delegated."""
+    """Base of engines that wrap another: a pass-through that exposes everything the executor
+    reads from an engine (``tests/test_wrappers.py`` checks every member of ``Engine``).
+
+    The three ways to send (``generate``, ``generate_stream``, ``generate_samples``) all go
+    through ``around(request, send)``, so a subclass that counts, limits or times requests
+    overrides that one method and covers them all; the flags (``split_samples``,
+    ``streams_samples``), ``info``, token counting, ``stats``, ``start`` and ``aclose`` are the
+    inner engine's.
+    """
 
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
+
+    async def around(self, request: GenerationRequest,
+                     send: Callable[[], Awaitable[list[Completion]]]) -> list[Completion]:
+        """Send ``request`` by ``await send()`` (the inner engine's call). Default: just that."""
+        return await send()
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        return await self.around(request, lambda: self.inner.generate(request))
+
+    async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
+        return await self.around(request, lambda: self.inner.generate_stream(request, on_text))
+
+    async def generate_samples(self, request: GenerationRequest, on_sample: SampleCallback) -> list[Completion]:
+        return await self.around(request, lambda: self.inner.generate_samples(request, on_sample))
 
     @property
     def info(self) -> EngineInfo:
@@ -91,6 +121,10 @@ class EngineWrapper(Engine):
     def split_samples(self) -> bool:  # type: ignore[override]
         return self.inner.split_samples
 
+    @property
+    def streams_samples(self) -> bool:  # type: ignore[override]
+        return self.inner.streams_samples
+
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
@@ -99,9 +133,6 @@ class EngineWrapper(Engine):
 
     async def start(self) -> None:
         await self.inner.start()
-
-    async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
-        return await self.inner.generate_stream(request, on_text)
 
     async def stats(self) -> EngineStats | None:
         return await self.inner.stats()
@@ -121,13 +152,31 @@ class RetryingEngine(EngineWrapper):
         self.policy = policy or RetryPolicy()
         self._rng = random.Random(seed)
 
-    async def generate(self, request: GenerationRequest) -> list[Completion]:
+    async def around(self, request: GenerationRequest,
+                     send: Callable[[], Awaitable[list[Completion]]]) -> list[Completion]:
         async def attempt(n: int) -> list[Completion]:
             with anyio.fail_after(self.policy.timeout):
-                return with_attempts(await self.inner.generate(request), n)
+                return with_attempts(await send(), n)
 
         return await with_retries(self.policy, self._rng, attempt,
                                   nodes=[str(n) for n in request.metadata.nodes])
+
+    async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
+        """Not retried: text already passed to ``on_text`` cannot be taken back."""
+        return await self.inner.generate_stream(request, on_text)
+
+    async def generate_samples(self, request: GenerationRequest, on_sample: SampleCallback) -> list[Completion]:
+        """Retried like ``generate``; a sample reported by a failed attempt stands (it is not
+        reported again, and it is the one returned)."""
+        reported: dict[int, Completion] = {}
+
+        def once(i: int, completion: Completion) -> None:
+            if i not in reported:
+                reported[i] = completion
+                on_sample(i, completion)
+
+        out = await self.around(request, lambda: self.inner.generate_samples(request, once))
+        return [reported.get(i, c) for i, c in enumerate(out)]
 
 
 class ConcurrencyLimitedEngine(EngineWrapper):
@@ -137,6 +186,7 @@ class ConcurrencyLimitedEngine(EngineWrapper):
         super().__init__(inner)
         self.limiter = anyio.CapacityLimiter(max_in_flight)
 
-    async def generate(self, request: GenerationRequest) -> list[Completion]:
+    async def around(self, request: GenerationRequest,
+                     send: Callable[[], Awaitable[list[Completion]]]) -> list[Completion]:
         async with self.limiter:
-            return await self.inner.generate(request)
+            return await send()

@@ -13,7 +13,8 @@ Behaviour is set by ``mode``:
 - ``"drop"``: closes the connection without a response (``fail_times`` as above).
 - ``"hang"``: never answers a chat request (until the server stops, at most ``hang_limit`` s).
 
-``gate``: if set, "ok" answers wait for it (bounded), to hold requests in flight.
+``gate``: if set, "ok" answers wait for it (bounded), to hold requests in flight. ``delay``:
+seconds every "ok" answer waits first (a slow server).
 ``stream: true`` requests get server-sent events as vLLM sends them: choice i's words one chunk
 at a time, round robin, and choice i padded with ``n - 1 - i`` extra words (so the last choice
 ends first); per-chunk usage with ``stream_options.continuous_usage_stats`` (completion tokens of
@@ -61,7 +62,9 @@ class FakeServer:
         hang_limit: float = 30.0,
         drop_after_choices: int | None = None,
         continuous_usage: bool = True,
+        delay: float = 0.0,
     ) -> None:
+        self.delay = delay
         self.drop_after_choices = drop_after_choices
         self.continuous_usage = continuous_usage
         self.mode = mode
@@ -247,6 +250,8 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 return
             if server.gate is not None:
                 server.gate.wait(10)
+            if server.delay:
+                server.stopped.wait(server.delay)
             if body.get("stream"):
                 self._send_stream(*server.stream_events(body))
                 return

@@ -168,7 +168,7 @@ def test_stored_traces_and_report(study: Path) -> None:
         store.close()
     report = build_report(study)
     names = sorted(f.name for f in report.files)
-    assert names == ["accuracy_vs_ttc.png", "engine.csv", "metrics.csv", "pairs.csv", "roles.csv", "rounds.csv",
+    assert names == ["accuracy_vs_ttc.png", "engine.csv", "engine_tokens.csv", "metrics.csv", "pairs.csv", "roles.csv", "rounds.csv",
                      "rounds.png", "samples.csv", "sequences_in_flight.png", "topology_low2.png"]
     # low2 - single per problem: p1 1/2 - 1, p2 1/2 - 1/2, p3 1/2 - 1/2 -> d = (-1/2, 0, 0); a
     # bootstrap mean is -X/6, X ~ Binomial(3, 1/3), P(X = 3) = 1/27 > 2.5%: interval [-1/2, 0]
@@ -178,14 +178,14 @@ def test_stored_traces_and_report(study: Path) -> None:
     assert (p.problems, p.samples_per_problem, p.p_value) == (3, 2, None)
     assert (p.diff, p.diff_low, p.diff_high) == pytest.approx((1 / 6, 0.0, 0.5))
     assert report.roles == {"low2": {"explorer": {"template": "problem", "system": "", "compaction": "pacore",
-                                                  "sampling": ""},
+                                                  "sampling": "", "engine": ""},
                                      "sink": {"template": "pacore", "system": "", "compaction": "pacore",
-                                              "sampling": ""}}}
+                                              "sampling": "", "engine": ""}}}
     pair_rows = (study / "report" / "pairs.csv").read_text().splitlines()
     assert pair_rows[0] == "a,b,problems,samples_per_problem,acc_a,acc_b,diff,diff_low,diff_high,a_only,b_only,p_value"
     assert len(pair_rows) == 4
     assert (study / "report" / "roles.csv").read_text().splitlines()[1:] == [
-        "low2,explorer,problem,,pacore,", "low2,sink,pacore,,pacore,"]
+        "low2,explorer,problem,,pacore,,", "low2,sink,pacore,,pacore,,"]
     for f in report.files:
         assert f.stat().st_size > 100
     rows = (study / "report" / "metrics.csv").read_text().splitlines()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import nullcontext
+from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +17,7 @@ from rich.markup import escape
 from pacore_agents._errors import RunFailedError
 
 from ._engine_flags import EngineFlags, with_engine_flags
+from ._engines_file import load_engines_file
 from ._output import dim, err, errors, fail, note
 
 if TYPE_CHECKING:  # the commands import what they run: a process that imports this module
@@ -89,6 +90,8 @@ def run_command(
                                                 "debug lines (HTTP transport), redacted")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+    engines_file: Annotated[Path | None, typer.Option("--engines", help="a TOML file of more engines "
+                            "([engines.NAME]) bound to roles ([roles] sink = \"NAME\"); see docs/engines.md")] = None,
     *,
     flags: EngineFlags,
 ) -> None:
@@ -124,14 +127,19 @@ def run_command(
             mode="rounds" if mode == "rounds" else "dataflow",
         )
         options = flags.options()
+        named, bindings = load_engines_file(engines_file) if engines_file is not None else ({}, {})
         eng = create_engine(options, retry=config.retry)
+        others = {name: create_engine(o, retry=config.retry) for name, o in named.items()}
 
     async def main() -> RunTrace:
-        async with eng:
+        async with eng, AsyncExitStack() as stack:
+            for other in others.values():
+                await stack.enter_async_context(other)
             with err.status(f"starting the {escape(options.kind)} engine ...") if not quiet else nullcontext():
                 await eng.start()
             with RichRoundProgress(err) if not quiet else nullcontext() as progress:
-                result = await run(prob, topo, eng, config=config, observer=progress)
+                result = await run(prob, topo, eng, engines=others, config=config, observer=progress,
+                                   roles=bindings)
         return result.trace
 
     def keep_failed_trace(leaf: BaseException) -> None:
@@ -146,6 +154,11 @@ def run_command(
     seconds = result_trace.ended_at - result_trace.started_at
     dim(f"{result_trace.topology_name}: {len(result_trace.nodes)} trajectories, "
         f"effective TTC {result_trace.effective_ttc} tokens, {seconds:.1f}s")
+    if len(result_trace.engines) > 1:  # tokens per engine and role
+        for name, by_role in result_trace.tokens.items():
+            spent = ", ".join(f"{role} {u.completion_tokens}" for role, u in by_role.items())
+            dim(f"engine {name} ({result_trace.engines[name].model or result_trace.engines[name].name}): "
+                f"completion tokens {spent}")
     if result_trace.degraded:  # exit 0: there is an answer, but say what it lacks
         failed = [n.id for n in result_trace.nodes if n.status == "failed"]
         note("degraded", f"{len(failed)} of {len(result_trace.nodes)} trajectories failed "

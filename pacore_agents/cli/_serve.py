@@ -18,6 +18,7 @@ import typer
 from pacore_agents._errors import ConfigError
 
 from ._engine_flags import PANEL, EngineFlags, with_engine_flags
+from ._engines_file import load_engines_file
 from ._output import describe_validation, errors, fail
 
 _SERVER = "Server"
@@ -39,11 +40,13 @@ def serve_command(
     max_tokens: Annotated[int | None, typer.Option(min=1, help="per-trajectory max tokens when a request sets none", rich_help_panel=_SERVER)] = None,
     timeout: Annotated[float | None, typer.Option(help="cancel a chat completion's runs after this many seconds (504)", rich_help_panel=_SERVER)] = None,
     drain_timeout: Annotated[float, typer.Option(min=0, help="on SIGTERM, seconds the runs in flight may take to finish", rich_help_panel=_SERVER)] = 30.0,
+    engines_file: Annotated[Path | None, typer.Option("--engines", help="more engines ([engines.NAME]) bound to roles ([roles] sink = \"NAME\"), as pacore run's; see docs/engines.md", rich_help_panel=_SERVER)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     *,
     flags: EngineFlags,
 ) -> None:
-    """Serve PaCoRe topologies as OpenAI-compatible chat models (one engine for all requests)."""
+    """Serve PaCoRe topologies as OpenAI-compatible chat models (one engine for all requests, or
+    several bound to roles with --engines)."""
     from pydantic import SecretStr, ValidationError
 
     from pacore_agents._logging import configure_logging, register_secret
@@ -68,7 +71,9 @@ def serve_command(
             drain_timeout=drain_timeout, retry=retry)
         TopologyCatalog(settings.topologies)  # bad topologies fail before anything starts
         options = flags.options()
+        named, bindings = load_engines_file(engines_file) if engines_file is not None else ({}, {})
         eng = create_engine(options, retry=retry)
+        others = {name: create_engine(o, retry=retry) for name, o in named.items()}
         sock = bind(host, port)
     except ValidationError as exc:
         fail(describe_validation(exc, lambda where: "--" + where.replace(".", "-").replace("_", "-")))
@@ -80,4 +85,4 @@ def serve_command(
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
     with errors():
-        anyio.run(serve, eng, settings, sock, ready)
+        anyio.run(lambda: serve(eng, settings, sock, ready, engines=others, bindings=bindings))

@@ -84,7 +84,8 @@ def _dry_run(spec: StudySpec, console: Console) -> None:
     units = sum(p.units for p in plans)
     bounds = [p.ttc_bound * p.units for p in plans if p.ttc_bound is not None]
     console.print(f"{units} units in all; at most {sum(bounds):,} completion tokens for the "
-                  f"{len(bounds)} arms with a bound; engine: {spec.engine.kind} (not started)", markup=False)
+                  f"{len(bounds)} arms with a bound; engine: {spec.engine.kind} (not started)"
+                  + "".join(f"; engine {n}: {o.kind} (not started)" for n, o in spec.engines.items()), markup=False)
 
 
 @study_app.command("schema")

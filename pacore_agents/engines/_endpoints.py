@@ -3,15 +3,18 @@
 Contract (deterministic, per engine):
 - every request of one problem goes to the endpoint the problem was first assigned to, so the
   server's prefix cache sees all of that problem's prompts (prefix-cache affinity);
-- a problem seen for the first time is assigned to the endpoint with the fewest requests in
-  flight at that moment; ties go to the lowest index.
+- a problem seen for the first time is assigned to the endpoint with the fewest SEQUENCES in
+  flight at that moment (a request of n samples counts n, however it is sent: whole, streamed,
+  or as n requests; a streamed sample stops counting when it ends); ties go to the lowest index.
+  Sequences, not requests: a vLLM server's batch, its KV cache and its decode time per step grow
+  with the sequences it runs, so one n=4 request loads it as four n=1 requests do.
 
 Assignment happens without awaiting, so it is race-free under anyio's cooperative scheduling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -63,7 +66,7 @@ def display_url(url: str) -> str:
 
 
 class EndpointPool:
-    """Outstanding-request counts and the problem -> endpoint affinity map of one engine."""
+    """Outstanding-sequence counts and the problem -> endpoint affinity map of one engine."""
 
     def __init__(self, urls: Sequence[str]) -> None:
         if not urls:
@@ -95,10 +98,18 @@ class EndpointPool:
         return dict(self._affinity)
 
     @contextmanager
-    def in_flight(self, index: int, count: int = 1) -> Iterator[None]:
-        """Count ``count`` requests as outstanding on endpoint ``index`` while inside."""
+    def in_flight(self, index: int, count: int = 1) -> Iterator[Callable[[], None]]:
+        """Count ``count`` sequences as outstanding on endpoint ``index`` while inside; the
+        callable yielded ends one of them early (a streamed sample that has finished)."""
+        left = [count]
+
+        def one_ended() -> None:
+            if left[0]:
+                left[0] -= 1
+                self.outstanding[index] -= 1
+
         self.outstanding[index] += count
         try:
-            yield
+            yield one_ended
         finally:
-            self.outstanding[index] -= count
+            self.outstanding[index] -= left[0]

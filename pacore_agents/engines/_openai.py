@@ -261,7 +261,7 @@ class OpenAIEngine(Engine):
         log.debug("chat request", endpoint=name, n=request.n, use_n=self.use_n,
                   nodes=[str(n) for n in request.metadata.nodes])
         if self.use_n or request.n == 1:
-            with self._pool.in_flight(index):
+            with self._pool.in_flight(index, request.n):  # sequences, as every path counts
                 response = await self._call(index, model, request, request.n, self._seed(request))
             out = completions(response, request.n, name)
         else:
@@ -339,8 +339,15 @@ class OpenAIEngine(Engine):
         options: dict[str, Any] = {"include_usage": True}
         if request.n > 1:
             options["continuous_usage_stats"] = True
-        choices = StreamedChoices(request.n, name, model, on_text=on_text, on_sample=on_sample)
-        with self._pool.in_flight(index, request.n), self._chat_call(name):
+        with self._pool.in_flight(index, request.n) as one_ended, self._chat_call(name):
+            reported = on_sample
+
+            if on_sample is not None:
+                def reported(i: int, completion: Completion) -> None:  # its sequence has ended
+                    one_ended()
+                    on_sample(i, completion)
+
+            choices = StreamedChoices(request.n, name, model, on_text=on_text, on_sample=reported)
             stream = await self._clients[index].chat.completions.create(
                 model=model, stream=True, stream_options=cast(Any, options),
                 **self._body(request, request.n, self._seed(request)))

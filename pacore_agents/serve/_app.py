@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -18,8 +19,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pacore_agents._binding import DEFAULT_ENGINE
 from pacore_agents._engine import Engine
+from pacore_agents._errors import ConfigError
 from pacore_agents._logging import get_logger
+from pacore_agents._role_merge import RoleOverride, merge_roles
+from pacore_agents._roles import builtin_roles, default_role
+from pacore_agents._topology import Topology
 from pacore_agents._wrappers import RetryPolicy
 
 from ._auth import KeyChecker
@@ -51,14 +57,31 @@ class ServeSettings(BaseModel):
     retry: RetryPolicy | None = Field(default_factory=RetryPolicy, description="each run's engine retries")
 
 
-def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
-    """The app serving ``engine`` (not started here: see ``ServerState.start_engine``).
-    ``app.state.pacore`` is the ``ServerState``. Raises ``ConfigError`` for a bad topology."""
+def create_app(engine: Engine, settings: ServeSettings | None = None, *,
+               engines: Mapping[str, Engine] | None = None,
+               bindings: Mapping[str, RoleOverride] | None = None) -> FastAPI:
+    """The app serving ``engine`` (not started here: see ``ServerState.start_engine``), and the
+    named ``engines`` its roles are bound to by ``bindings`` (several models in one graph:
+    ``/v1/models`` lists the engines each topology needs, ``/metrics`` tokens per engine).
+    ``app.state.pacore`` is the ``ServerState``. Raises ``ConfigError`` for a bad topology or
+    a binding to an engine it does not have."""
     settings = settings or ServeSettings()
     catalog = TopologyCatalog(settings.topologies)
     metrics = ServerMetrics()
+    named = {name: CountingEngine(e, metrics, name) for name, e in (engines or {}).items()}
+    roles = dict(bindings or {})
+    unknown = sorted({r.engine for r in roles.values() if r.engine is not None and r.engine not in {DEFAULT_ENGINE, *named}})
+    if unknown:
+        raise ConfigError(f"a role runs on engine {unknown[0]!r}, which the server does not have "
+                          f"(engines: {', '.join([DEFAULT_ENGINE, *named])})")
     state = ServerState(CountingEngine(engine, metrics), metrics,
-                        TraceStore(settings.keep_traces, settings.trace_dir))
+                        TraceStore(settings.keep_traces, settings.trace_dir), engines=named, bindings=roles)
+
+    def needs(topology: Topology) -> list[str]:
+        merged = merge_roles({**builtin_roles(), **topology.roles}, roles)
+        names = {(merged.get(topology.role_of(n) or default_role(n, topology.sink))
+                  or merged["explorer"]).engine or DEFAULT_ENGINE for n in topology.nodes()}
+        return sorted(names)
     keys = KeyChecker(settings.api_key)
     app = FastAPI(title="pacore serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pacore = state
@@ -83,12 +106,12 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         authorize(request)
-        return JSONResponse(ModelList(data=catalog.cards()).model_dump(mode="json"))
+        return JSONResponse(ModelList(data=catalog.cards(needs)).model_dump(mode="json"))
 
     @app.get("/v1/models/{model_id}")
     async def model(model_id: str, request: Request) -> JSONResponse:
         authorize(request)
-        for card in catalog.cards():
+        for card in catalog.cards(needs):
             if card.id == model_id:
                 return JSONResponse(card.model_dump(mode="json"))
         raise APIError(404, f"the model {model_id!r} does not exist", param="model", code="model_not_found")

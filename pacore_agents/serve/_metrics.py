@@ -6,9 +6,11 @@ One ``CollectorRegistry`` per app, so several apps in a process never share coun
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pacore_agents._engine import Completion, Engine, GenerationRequest, TextCallback
+from pacore_agents._engine import Completion, Engine, GenerationRequest
 from pacore_agents._wrappers import EngineWrapper
 
 
@@ -24,6 +26,9 @@ class ServerMetrics:
         self.runs = Counter("pacore_runs", "PaCoRe runs ended, by outcome", ["outcome"], registry=r)
         self.tokens = Counter("pacore_tokens", "tokens through the engine, by kind (prompt, completion)",
                               ["kind"], registry=r)
+        self.engine_tokens = Counter("pacore_engine_tokens", "tokens by named engine ('default': the "
+                                     "--engine flags') and kind (prompt, completion)", ["engine", "kind"],
+                                     registry=r)
         self.engine_sequences = Gauge("pacore_engine_sequences_in_flight",
                                       "sequences (samples) the server has in the engine", registry=r)
         self.engine_running = Gauge("pacore_engine_running", "sequences in the engine's batch (engine-reported)",
@@ -42,24 +47,18 @@ class ServerMetrics:
 class CountingEngine(EngineWrapper):
     """Delegates to ``inner``; counts its sequences in flight and its tokens into ``metrics``."""
 
-    def __init__(self, inner: Engine, metrics: ServerMetrics) -> None:
+    def __init__(self, inner: Engine, metrics: ServerMetrics, name: str = "default") -> None:
         super().__init__(inner)
         self.metrics = metrics
+        self.name = name
         self.sequences_in_flight = 0
 
-    async def generate(self, request: GenerationRequest) -> list[Completion]:
+    async def around(self, request: GenerationRequest,
+                     send: Callable[[], Awaitable[list[Completion]]]) -> list[Completion]:
+        """Every way of sending (whole, streamed text, streamed samples) is counted."""
         self._enter(request.n)
         try:
-            out = await self.inner.generate(request)
-        finally:
-            self._exit(request.n)
-        self._count(out)
-        return out
-
-    async def generate_stream(self, request: GenerationRequest, on_text: TextCallback) -> list[Completion]:
-        self._enter(request.n)
-        try:
-            out = await self.inner.generate_stream(request, on_text)
+            out = await send()
         finally:
             self._exit(request.n)
         self._count(out)
@@ -75,5 +74,9 @@ class CountingEngine(EngineWrapper):
 
     def _count(self, completions: list[Completion]) -> None:
         if completions:  # n samples share one prompt: count its prefill once
-            self.metrics.tokens.labels("prompt").inc(completions[0].usage.prompt_tokens)
-        self.metrics.tokens.labels("completion").inc(sum(c.usage.completion_tokens for c in completions))
+            prompt = completions[0].usage.prompt_tokens
+            self.metrics.tokens.labels("prompt").inc(prompt)
+            self.metrics.engine_tokens.labels(self.name, "prompt").inc(prompt)
+        completion = sum(c.usage.completion_tokens for c in completions)
+        self.metrics.tokens.labels("completion").inc(completion)
+        self.metrics.engine_tokens.labels(self.name, "completion").inc(completion)

@@ -190,6 +190,7 @@ class ModelCard(BaseModel):
     owned_by: str = "pacore"
     description: str = ""
     widths: list[int] = Field(default_factory=list)
+    engines: list[str] = Field(default_factory=list, description="the named engines its roles run on")
 
 
 class ModelList(BaseModel):

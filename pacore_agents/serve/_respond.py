@@ -86,7 +86,8 @@ class RunResponse(Response):
 
         async def one(i: int, tg: anyio.abc.TaskGroup) -> None:
             try:
-                result = await run(plan.problem, plan.topology, self.state.engine, config=plan.configs[i],
+                result = await run(plan.problem, plan.topology, self.state.engine, engines=self.state.engines,
+                                   roles=self.state.bindings or None, config=plan.configs[i],
                                    observer=observer(i))
                 traces[i] = result.trace
             except RunFailedError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,10 @@ class TopologyCatalog:
         topo = load_topology(name_or_path)
         return topo.name
 
-    def cards(self) -> list[ModelCard]:
-        return [ModelCard(id=name, created=self.created, description=e.description, widths=e.widths)
+    def cards(self, needs: Callable[[Topology], list[str]] | None = None) -> list[ModelCard]:
+        """The model cards; ``needs(topology)``: the engines a topology's roles run on."""
+        return [ModelCard(id=name, created=self.created, description=e.description, widths=e.widths,
+                          engines=needs(self._base(name)) if needs is not None else [])
                 for name, e in self.entries.items()]
 
     def resolve(self, model: str, request: ChatCompletionRequest) -> Topology:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from types import FrameType
 
 import anyio
@@ -23,6 +24,7 @@ from pacore_agents._engine import Engine
 from pacore_agents._errors import ConfigError
 from pacore_agents._executor import executor_for
 from pacore_agents._logging import get_logger
+from pacore_agents._role_merge import RoleOverride
 
 from ._app import ServeSettings, create_app
 from ._state import ServerState
@@ -64,11 +66,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 async def serve(engine: Engine, settings: ServeSettings, sock: socket.socket,
                 on_ready: Callable[[str], None] | None = None, *, stop: anyio.Event | None = None,
-                app: FastAPI | None = None) -> None:
+                app: FastAPI | None = None, engines: Mapping[str, Engine] | None = None,
+                bindings: Mapping[str, RoleOverride] | None = None) -> None:
     """Serve ``engine`` on ``sock`` until a signal or ``stop`` is set (then drain, as for a
     signal); close the engine. ``on_ready(url)`` is called once the socket serves (before the
     engine is ready). ``app``: one made by ``create_app(engine, settings)``, to reach its state."""
-    app = app or create_app(engine, settings)
+    app = app or create_app(engine, settings, engines=engines, bindings=bindings)
     state: ServerState = app.state.pacore
     stop = stop or anyio.Event()
     loop = asyncio.get_running_loop()
@@ -99,7 +102,9 @@ async def serve(engine: Engine, settings: ServeSettings, sock: socket.socket,
     try:
         # requests keep coming: the executor admits deeper rounds first, so each client's run
         # finishes soon (latency) instead of every run's round 1 going first
-        with executor_for(state.engine).feeder():
+        with ExitStack() as feeders:
+            for feeding in (state.engine, *state.engines.values()):  # every engine's executor
+                feeders.enter_context(executor_for(feeding).feeder())
             async with anyio.create_task_group() as tg:
                 tg.start_soon(state.start_engine)
                 tg.start_soon(drain_on_signal)
@@ -109,6 +114,7 @@ async def serve(engine: Engine, settings: ServeSettings, sock: socket.socket,
                 tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
-            await state.engine.aclose()
+            for closing in (state.engine, *state.engines.values()):
+                await closing.aclose()
         sock.close()
         log.info("server stopped")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,7 @@ import anyio
 
 from pacore_agents._engine import Engine
 from pacore_agents._logging import get_logger
+from pacore_agents._role_merge import RoleOverride
 from pacore_agents._trace import RunTrace
 
 from ._errors import APIError
@@ -79,8 +80,14 @@ def _write_atomic(path: Path, text: str) -> None:
 class ServerState:
     """What every request of one server shares."""
 
-    def __init__(self, engine: Engine, metrics: ServerMetrics, traces: TraceStore) -> None:
+    def __init__(self, engine: Engine, metrics: ServerMetrics, traces: TraceStore, *,
+                 engines: Mapping[str, Engine] | None = None,
+                 bindings: Mapping[str, RoleOverride] | None = None) -> None:
+        """``engines``: named engines besides ``engine`` (the ``default``), bound to roles by
+        ``bindings`` (several models in one graph); started and closed with it."""
         self.engine = engine
+        self.engines = dict(engines or {})
+        self.bindings = dict(bindings or {})
         self.metrics = metrics
         self.traces = traces
         self.status: Status = "starting"
@@ -96,10 +103,14 @@ class ServerState:
 
     async def start_engine(self) -> None:
         """Start the engine; a failure leaves the server up, answering 503 with the reason."""
+        where = ""
         try:
             await self.engine.start()
+            for name, other in self.engines.items():
+                where = f"engine {name!r}: "
+                await other.start()
         except Exception as exc:
-            self.start_error = f"{type(exc).__name__}: {exc}"
+            self.start_error = f"{where}{type(exc).__name__}: {exc}"
             self.status = "dead"
             log.error("the engine failed to start", error=self.start_error)
             return
@@ -162,6 +173,8 @@ class ServerState:
         code = 200 if self.status == "ready" else 503
         body: dict[str, Any] = {"status": self.status, "runs_in_flight": self.runs_in_flight,
                                 "engine": self.engine.info.name, "model": self.engine.info.model}
+        if self.engines:
+            body["engines"] = {name: e.info.model or e.info.name for name, e in self.engines.items()}
         if self.start_error:
             body["error"] = self.start_error
         return code, body

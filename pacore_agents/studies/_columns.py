@@ -76,6 +76,7 @@ ROLE_COLUMNS: dict[str, str] = {
     "system": "empty, or `sha:` + 8 hex digits of the system prompt's SHA-256",
     "compaction": "`pacore`, `full` or `boxed`",
     "sampling": "the sampling fields the role sets over the arm's (e.g. `temperature=0.3`)",
+    "engine": "the named engine its nodes run on (empty: the study's [engine], `default`)",
 }
 
 ENGINE_COLUMNS: dict[str, str] = {
@@ -95,6 +96,28 @@ ENGINE_COLUMNS: dict[str, str] = {
     "prefill_cached_tokens": "prompt tokens the engine served from its prefix cache",
 }
 
+ENGINE_TOKEN_COLUMNS: dict[str, str] = {
+    "arm": "an arm",
+    "engine": "an engine of the study (`default` is the [engine] table; baselines run on it)",
+    "role": "a role whose nodes ran on that engine",
+    "samples": "stored samples of the arm",
+    "nodes": "nodes of the role on the engine, over those samples",
+    "completion_tokens": "mean completion tokens per sample (their sum over engines and roles is the arm's mean TTC)",
+    "prompt_tokens": "mean prompt tokens per sample (each node's prompt, siblings counted each)",
+    "cost": "mean declared cost per sample: (prompt + completion tokens) x the engine's cost "
+            "(cost_per_1k_tokens / 1000, or 2 x active_params FLOPs); empty without declared costs",
+}
+
+COST_COLUMNS: dict[str, str] = {
+    "arm": "an arm (self-consistency: its N_max trajectories)",
+    "accuracy": "the arm's accuracy (metrics.csv's row labelled with the arm's name)",
+    "ci_low": "lower end of its 95% interval",
+    "ci_high": "upper end",
+    "mean_ttc": "mean effective TTC per sample (completion tokens)",
+    "mean_cost": "mean declared cost per sample, summed over its engines (engine_tokens.csv)",
+    "cost_unit": "`price` (cost_per_1k_tokens) or `flops` (2 x active_params per token)",
+}
+
 #: file name -> (what one row is, its columns)
 CSV_FILES: dict[str, tuple[str, dict[str, str]]] = {
     "metrics.csv": ("one row per arm (self-consistency: per vote size)", METRICS_COLUMNS),
@@ -103,4 +126,7 @@ CSV_FILES: dict[str, tuple[str, dict[str, str]]] = {
     "pairs.csv": ("one row per pair of metrics rows sharing graded problems", PAIR_COLUMNS),
     "roles.csv": ("one row per topology arm and role used", ROLE_COLUMNS),
     "engine.csv": ("one row per `pacore study run` of the out dir: the engine side", ENGINE_COLUMNS),
+    "engine_tokens.csv": ("one row per arm, engine and role: tokens (and declared cost) per engine",
+                          ENGINE_TOKEN_COLUMNS),
+    "cost.csv": ("one row per arm, when the engines declare costs: accuracy against cost", COST_COLUMNS),
 }

@@ -25,13 +25,22 @@ from rich.table import Table
 from pacore_agents._errors import ConfigError
 from pacore_agents._richtext import add_text_row, text_table
 
-from ._columns import METRICS_COLUMNS, PAIR_COLUMNS, ROLE_COLUMNS, ROUND_COLUMNS, SAMPLE_COLUMNS
+from ._columns import (
+    COST_COLUMNS,
+    ENGINE_TOKEN_COLUMNS,
+    METRICS_COLUMNS,
+    PAIR_COLUMNS,
+    ROLE_COLUMNS,
+    ROUND_COLUMNS,
+    SAMPLE_COLUMNS,
+)
 from ._engine_figures import (
     engine_table,
     load_engine_figures,
     plot_sequences_in_flight,
     write_engine_csv,
 )
+from ._engines import EngineCost, engine_token_rows
 from ._metrics import ArmMetrics, compute_metrics
 from ._plots import plot_accuracy_vs_ttc, plot_rounds, plot_scaling, plot_topology
 from ._spec import ArmSpec, role_summary
@@ -48,6 +57,10 @@ class Report:
     pairs: list[PairedComparison] = field(default_factory=list)
     #: arm -> role -> ``role_summary`` (topology arms whose spec could be rebuilt)
     roles: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    #: ``engine_tokens.csv``'s rows: tokens (and declared cost) per arm, engine and role
+    engine_tokens: list[dict[str, Any]] = field(default_factory=list)
+    #: ``cost.csv``'s rows (engines that declare costs only)
+    costs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _pct(x: float | None) -> str:
@@ -115,11 +128,12 @@ def pairs_table(pairs: Sequence[PairedComparison]) -> Table:
 
 def roles_table(roles: dict[str, dict[str, dict[str, str]]]) -> Table:
     table = text_table(title="effective roles per topology arm")
-    for col in ("arm", "role", "template", "system", "compaction", "sampling"):
+    keys = ("template", "system", "compaction", "sampling", "engine")
+    for col in ("arm", "role", *keys):
         table.add_column(col)
     for arm, by_role in roles.items():
         for role, summary in by_role.items():
-            add_text_row(table, arm, role, *(summary[k] or "—" for k in ("template", "system", "compaction", "sampling")))
+            add_text_row(table, arm, role, *(summary.get(k) or "—" for k in keys))
     return table
 
 
@@ -149,7 +163,7 @@ def write_csvs(report: Report, outcomes: Sequence[SampleOutcome], folder: Path) 
     round_rows = [[m.label, *[getattr(r, c) for c in round_cols]] for m in report.metrics for r in m.rounds]
     sample_rows = [[getattr(o, c) if c != "nodes" else len(o.nodes) for c in SAMPLE_COLUMNS] for o in outcomes]
     pair_rows = [[getattr(p, c) for c in PAIR_COLUMNS] for p in report.pairs]
-    role_rows = [[arm, role, *(summary[c] for c in list(ROLE_COLUMNS)[2:])]
+    role_rows = [[arm, role, *(summary.get(c, "") for c in list(ROLE_COLUMNS)[2:])]
                  for arm, by_role in report.roles.items() for role, summary in by_role.items()]
     return [
         _write_csv(folder / "metrics.csv", list(METRICS_COLUMNS), metric_rows),
@@ -158,6 +172,38 @@ def write_csvs(report: Report, outcomes: Sequence[SampleOutcome], folder: Path) 
         _write_csv(folder / "pairs.csv", list(PAIR_COLUMNS), pair_rows),
         _write_csv(folder / "roles.csv", list(ROLE_COLUMNS), role_rows),
     ]
+
+
+def _engine_tokens(report: Report, store: ResultStore, outcomes: Sequence[SampleOutcome]) -> None:
+    """Fill ``report.engine_tokens`` (every stored trace) and, with declared costs (the latest
+    run's), ``report.costs``: accuracy against mean cost per sample, per arm."""
+    saved = store.meta_items("costs:")
+    costs = {k: EngineCost.model_validate(v) for k, v in json.loads(saved[-1][1]).items()} if saved else {}
+    traces = ((o.arm, store.trace_json(o.arm, o.problem_id, o.sample) or {}) for o in outcomes)
+    report.engine_tokens = engine_token_rows(traces, costs)
+    if not costs:
+        return
+    unit = next(iter(costs.values())).unit
+    by_label = {m.label: m for m in report.metrics}
+    for arm in dict.fromkeys(r["arm"] for r in report.engine_tokens):
+        row = by_label.get(arm)
+        cost = sum(r["cost"] or 0.0 for r in report.engine_tokens if r["arm"] == arm)
+        report.costs.append({"arm": arm, "accuracy": row.accuracy if row else None,
+                             "ci_low": row.ci_low if row else None, "ci_high": row.ci_high if row else None,
+                             "mean_ttc": row.mean_ttc if row else None, "mean_cost": cost, "cost_unit": unit})
+
+
+def engine_tokens_table(report: Report) -> Table:
+    """Tokens per engine and role (and declared cost) of each arm."""
+    table = text_table("tokens per engine and role (means per sample; self-consistency is "
+                       "budget-matched on tokens, not cost)")
+    for column in ("arm", "engine", "role", "completion", "prompt", "cost"):
+        table.add_column(column)
+    for r in report.engine_tokens:
+        cost = "" if r["cost"] is None else f"{r['cost']:.4g}"
+        add_text_row(table, r["arm"], r["engine"], r["role"], f"{r['completion_tokens']:g}",
+                     f"{r['prompt_tokens']:g}", cost)
+    return table
 
 
 def _spec_arms(store: ResultStore) -> list[dict[str, Any]]:
@@ -215,6 +261,7 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         metrics = compute_metrics(outcomes, order, sizes)
         report = Report(metrics=metrics, samples=len(outcomes), pairs=all_pairs(metrics),
                         roles=effective_roles(arm_tables))
+        _engine_tokens(report, store, outcomes)
         engine = load_engine_figures(store)
         folder = out / "report"
         if csv_files or plots:
@@ -223,6 +270,11 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
             report.files += write_csvs(report, outcomes, folder)
             if engine:
                 report.files.append(write_engine_csv(engine, folder / "engine.csv"))
+            report.files.append(_write_csv(folder / "engine_tokens.csv", list(ENGINE_TOKEN_COLUMNS),
+                                           [list(r.values()) for r in report.engine_tokens]))
+            if report.costs:
+                report.files.append(_write_csv(folder / "cost.csv", list(COST_COLUMNS),
+                                               [list(r.values()) for r in report.costs]))
         if plots and metrics:
             report.files.append(plot_accuracy_vs_ttc(metrics, folder / "accuracy_vs_ttc.png"))
             report.files.append(plot_rounds(metrics, folder / "rounds.png"))
@@ -249,6 +301,8 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
             console.print(pairs_table(key))
         if engine:
             console.print(engine_table(engine))
+        if len({r["engine"] for r in report.engine_tokens}) > 1 or report.costs:
+            console.print(engine_tokens_table(report))
         for f in report.files:
             console.print(f"wrote {f}", markup=False)
     return report

@@ -3,7 +3,9 @@
 Contract:
 - One engine for all arms (``create_engine(spec.engine)`` unless one is passed) and its one
   ``Executor``: every node of every unit in flight sits in one queue, admitted by sequences up
-  to the engine's capacity, deeper rounds and earlier-started units first.
+  to the engine's capacity, deeper rounds and earlier-started units first. ``[engines.NAME]``
+  add engines, each with its own executor, bound to roles (``_engines``); a unit whose engine
+  reported no usage fails (it is not stored).
 - Units (arm, problem, sample) start in problem order while the executor has room (fewer than
   a window of sequences waiting), so the engine stays full and memory stays bounded; grading
   and storing happen outside the window.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,7 @@ from pacore_agents._engine import (
     GenerationRequest,
     prefill_between,
 )
-from pacore_agents._errors import EngineError, RunFailedError, unwrap_exception_group
+from pacore_agents._errors import ConfigError, EngineError, RunFailedError, unwrap_exception_group
 from pacore_agents._executor import Executor, executor_for
 from pacore_agents._ids import NodeId
 from pacore_agents._logging import bind_context, get_logger
@@ -71,6 +73,7 @@ from ._baselines import (
     trajectory_records,
 )
 from ._datasets import load_problems
+from ._engines import create_engines, require_usage
 from ._grading import Grader
 from ._spec import ArmSpec, StudySpec
 from ._store import NodeOutcome, NodeStatus, ResultStore, SampleOutcome
@@ -134,8 +137,10 @@ class _GradeAsFinished:
 
 class StudyRunner:
     def __init__(self, spec: StudySpec, store: ResultStore, engine: Engine, grader: Grader,
-                 problems: Sequence[Problem], progress: Progress | None = None) -> None:
+                 problems: Sequence[Problem], progress: Progress | None = None,
+                 engines: Mapping[str, Engine] | None = None) -> None:
         self.spec, self.store, self.engine, self.grader = spec, store, engine, grader
+        self.engines = dict(engines or {})  # the named engines besides the default
         self.executor = executor_for(engine)
         self.requests = _Admitted(self.executor, spec.retry)
         self.problems = list(problems)
@@ -180,6 +185,7 @@ class StudyRunner:
         n = 1 if arm.baseline == "single" else max(self.sc_sizes[arm.name].values())
         comps, pooled = await self._trajectories(arm, problem, sample, n)
         records = trajectory_records(problem, comps, arm.compaction or "pacore", pooled=pooled)
+        require_usage(records)
         nodes = await self._grade_nodes(problem, records)
         if arm.baseline == "single":
             status, answer = nodes[0].status, nodes[0].answer
@@ -204,7 +210,8 @@ class StudyRunner:
         failure: RunFailedError | EngineError | None = None
         async with anyio.create_task_group() as tg:  # grades started as nodes finish
             try:
-                result = await run(problem, topology, self.engine, config=self.spec.run_config(arm, sample),
+                result = await run(problem, topology, self.engine, engines=self.engines,
+                                   config=self.spec.run_config(arm, sample),
                                    roles=arm.build_roles(topology), precomputed=precomputed,
                                    observer=_GradeAsFinished(tg, self.grader, problem.answer),
                                    unit=f"{problem.id}|{arm.name}|s{sample}")
@@ -214,6 +221,7 @@ class StudyRunner:
         if failure is not None:
             raise failure
         trace = result.trace
+        require_usage(trace.nodes)
         nodes = await self._grade_nodes(problem, trace.nodes)
         sink = next(nd for nd in nodes if nd.id == trace.sink)
         outcome = SampleOutcome(arm=arm.name, problem_id=problem.id, sample=sample, kind="topology",
@@ -290,23 +298,28 @@ class StudyRunner:
 async def run_study(spec: StudySpec, out_dir: str | Path, *, spec_text: str | None = None,
                     engine: Engine | None = None, progress: bool = False,
                     console: Console | None = None,
-                    grader_factory: Callable[[], Grader] | None = None) -> StudyRunSummary:
+                    grader_factory: Callable[[], Grader] | None = None,
+                    engines: Mapping[str, Engine] | None = None) -> StudyRunSummary:
     """Run (or resume) ``spec`` into ``out_dir``. ``engine``: use this engine (not closed here)
-    instead of creating one from ``spec.engine``. Raises ``ConfigError`` for bad input (nothing
-    written), never an ``ExceptionGroup``."""
+    instead of creating one from ``spec.engine``; ``engines``: the same for the named engines of
+    ``[engines.NAME]`` (those not given are created from the spec). Raises ``ConfigError`` for
+    bad input (nothing written), never an ``ExceptionGroup``."""
     try:
-        return await _run_study(spec, out_dir, spec_text, engine, progress, console, grader_factory)
+        return await _run_study(spec, out_dir, spec_text, engine, progress, console, grader_factory,
+                                dict(engines or {}))
     except BaseExceptionGroup as group:
         raise unwrap_exception_group(group) from None
 
 
 async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None, engine: Engine | None,
                      progress: bool, console: Console | None,
-                     grader_factory: Callable[[], Grader] | None) -> StudyRunSummary:
+                     grader_factory: Callable[[], Grader] | None,
+                     given: dict[str, Engine]) -> StudyRunSummary:
     started = time.monotonic()
     grader = grader_factory() if grader_factory else Grader(workers=spec.grading.workers,
                                                             timeout=spec.grading.timeout)
     own: Engine | None = None
+    owned: dict[str, Engine] = {}
     try:
         async with grader, anyio.create_task_group() as tg:
             # The worker (~0.5 s of CPU: an interpreter, math-verify, sympy) starts now, beside
@@ -318,7 +331,18 @@ async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None
             own = create_engine(spec.engine, retry=spec.retry) if engine is None else None
             base = engine or own
             assert base is not None
+            unknown = sorted(set(given) - set(spec.engines))
+            if unknown:
+                raise ConfigError(f"engine {unknown[0]!r} is not one of the study's [engines.NAME] tables")
+            owned = create_engines({n: o for n, o in spec.engines.items() if n not in given}, spec.retry)
+            named = {**given, **owned}
             await base.start()  # a bad engine fails here, before the out dir is touched
+            for name, other in named.items():
+                try:
+                    await other.start()
+                except EngineError as exc:
+                    raise EngineError(f"engine {name!r} did not start: {exc}", endpoint=exc.endpoint,
+                                      status=exc.status) from exc
             store = ResultStore.open(out_dir, spec, spec_text)
             try:
                 done = store.done_keys()
@@ -330,17 +354,20 @@ async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None
                 executor = executor_for(base)
                 executor.refresh()
                 before, t0 = await base.stats(), time.time()
+                if spec.costs:  # volatile (not in the fingerprint): the report uses the latest
+                    costs = json.dumps({k: v.model_dump(exclude_none=True) for k, v in spec.costs.items()})
+                    await store.call(store.set_meta_once, f"costs:{t0:.3f}", costs)
                 with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-                    runner = StudyRunner(spec, store, base, grader, problems, bar if progress else None)
+                    runner = StudyRunner(spec, store, base, grader, problems, bar if progress else None, named)
                     await runner.run(summary)
                 summary.engine = await _engine_figures(store, base, executor, before, t0, summary.ran)
                 tg.cancel_scope.cancel()  # a grader start still waiting: not needed now
             finally:
                 store.close()
     finally:
-        if own is not None:
-            with anyio.CancelScope(shield=True):
-                await own.aclose()
+        with anyio.CancelScope(shield=True):
+            for closing in ([own] if own is not None else []) + list(owned.values()):
+                await closing.aclose()
     summary.elapsed = time.monotonic() - started
     return summary
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +22,8 @@ from pacore_agents._config import PACORE_SAMPLING, FailurePolicy, RunConfig
 from pacore_agents._engine import SamplingParams
 from pacore_agents._errors import ConfigError
 from pacore_agents._references import OrderPolicy, derive_seed
+from pacore_agents._role_merge import RoleOverride as RoleOverride  # re-exported by studies
+from pacore_agents._role_merge import merge_roles
 from pacore_agents._roles import (
     CompactionKind,
     Role,
@@ -42,48 +43,16 @@ from pacore_agents.engines import (
 )
 
 from ._datasets import DatasetSpec
+from ._engines import (
+    EngineCost,
+    check_engines,
+    check_role_engines,
+    engines_fingerprint,
+    split_costs,
+)
 from ._sweeps import SweepSpec, expand_sweep
 
 BaselineKind = Literal["single", "self-consistency"]
-
-
-#: Templates a role override can name instead of writing Jinja2: the PaCoRe synthesis
-#: template, or the problem's messages unchanged (no template).
-NAMED_TEMPLATES = ("pacore", "problem")
-
-
-def named_template(name: str) -> str | None:
-    """The template source a ``NAMED_TEMPLATES`` name stands for (None: the bare problem)."""
-    return pacore_synthesis_template() if name == "pacore" else None
-
-
-class RoleOverride(BaseModel):
-    """A role in an arm. Every field left out keeps the value of the role it overrides (the
-    built-in or topology role of that name; for a new name: no template, ``pacore``
-    compaction, the run's sampling). ``sampling`` merges field by field."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    template: str | None = Field(default=None, description="Jinja2 template replacing the last user "
-                                 "message, or a name: 'pacore' (the synthesis template), 'problem' "
-                                 "(the problem unchanged)")
-    system: str | None = Field(default=None, description="system prompt prepended")
-    compaction: CompactionKind | None = Field(default=None, description="the message passed on: pacore "
-                                              "(after </think>), full, or boxed (the final answer only)")
-    sampling: SamplingParams | None = Field(default=None, description="merged onto the role's sampling")
-    description: str | None = Field(default=None, description="free text")
-
-    def apply(self, name: str, base: Role | None) -> Role:
-        """The role ``base`` (or a plain new role) with the fields this override sets."""
-        base = base or Role(name)
-        template = base.template
-        if self.template is not None:
-            template = named_template(self.template) if self.template in NAMED_TEMPLATES else self.template
-        sampling = self.sampling if base.sampling is None else base.sampling.merged(self.sampling)
-        return Role(name, template=template,
-                    system=self.system if self.system is not None else base.system,
-                    compaction=self.compaction or base.compaction, sampling=sampling,
-                    description=self.description if self.description is not None else base.description)
 
 
 class ArmSpec(BaseModel):
@@ -146,12 +115,7 @@ class ArmSpec(BaseModel):
     def build_roles(self, topology: Topology) -> dict[str, Role]:
         """Roles to pass to ``run``: built-ins, then the topology's, then the arm's overrides
         merged onto them (see ``RoleOverride``), then the arm's ``compaction`` on every role."""
-        roles: dict[str, Role] = {**builtin_roles(), **topology.roles}
-        for name, override in self.roles.items():
-            roles[name] = override.apply(name, roles.get(name))
-        if self.compaction is not None:
-            roles = {n: replace(r, compaction=self.compaction) for n, r in roles.items()}
-        return roles
+        return merge_roles({**builtin_roles(), **topology.roles}, self.roles, compaction=self.compaction)
 
 
     def used_roles(self, topology: Topology) -> dict[str, Role]:
@@ -179,7 +143,7 @@ def role_summary(role: Role) -> dict[str, str]:
     sampling = role.sampling.model_dump(exclude_none=True) if role.sampling is not None else {}
     system = "" if role.system is None else "sha:" + hashlib.sha256(role.system.encode("utf-8")).hexdigest()[:8]
     return {"template": template_label(role.template), "system": system, "compaction": role.compaction,
-            "sampling": ",".join(f"{k}={v}" for k, v in sorted(sampling.items()))}
+            "sampling": ",".join(f"{k}={v}" for k, v in sorted(sampling.items())), "engine": role.engine or ""}
 
 
 def describe_role(role: Role) -> str:
@@ -201,7 +165,7 @@ class GradingSpec(BaseModel):
 # Fields that may change between runs into the same out dir: they do not change results.
 # The engine enters the fingerprint as ``results_fingerprint`` (the flat form old stores hold).
 _VOLATILE = {"concurrency": True, "max_in_flight": True, "retry": True, "grading": {"workers"},
-             "engine": True}
+             "engine": True, "engines": True, "costs": True}
 
 
 class StudySpec(BaseModel):
@@ -216,7 +180,13 @@ class StudySpec(BaseModel):
     seeded: bool = Field(default=True, description="send per-request seeds derived from seed (set "
                          "false for engines that cannot seed, e.g. vLLM 0.32 on CPU with chunked prefill)")
     engine: EngineOptions = Field(default_factory=VLLMOptions, description="the [engine] table: kind = "
-                                  "vllm (default) | openai | function, and that kind's options")
+                                  "vllm (default) | openai | function, and that kind's options; the "
+                                  "engine named 'default'")
+    engines: dict[str, EngineOptions] = Field(default_factory=dict, description="[engines.NAME] tables: "
+                                              "more engines (each one kind's options), bound to roles "
+                                              "by roles.NAME.engine = \"NAME\"")
+    costs: dict[str, EngineCost] = Field(default_factory=dict, description="set from cost_per_1k_tokens "
+                                         "or active_params in the engine tables (see studies._engines)")
     sampling: SamplingParams = Field(default=PACORE_SAMPLING, description="every request's sampling "
                                      "(arms and roles override fields of it)")
     retry: RetryPolicy = Field(default=RetryPolicy(), description="retries of transient engine errors")
@@ -238,14 +208,22 @@ class StudySpec(BaseModel):
                         "cap the engine, set [engine] max_sequences)", {"key": key})
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _costs(cls, data: Any) -> Any:
+        return split_costs(data)
+
     @field_validator("engine", mode="before")
     @classmethod
     def _parse_engine(cls, value: Any) -> Any:
-        try:
-            return parse_engine_options(value)
-        except ConfigError as exc:  # one line that says what to fix, without pydantic's prefix
-            reason = str(exc).removeprefix("engine option ")
-            raise PydanticCustomError("engine_options", "{reason}", {"reason": reason}) from exc
+        return _engine_options(value)
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _parse_engines(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {name: _engine_options(table) for name, table in value.items()}
 
     @model_validator(mode="after")
     def _expand_sweeps(self) -> StudySpec:
@@ -275,6 +253,7 @@ class StudySpec(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"arm names must be unique: {dup[0]!r} is used twice")
+        check_engines(self.engines, self.costs)
         runs = {a.name for a in self.arms if a.baseline is None}
         for arm in self.arms:
             if arm.baseline == "self-consistency" and arm.n is None and not runs:
@@ -307,6 +286,8 @@ class StudySpec(BaseModel):
         sparse = self.model_dump(mode="json", exclude=_VOLATILE, exclude_defaults=True)  # type: ignore[arg-type]
         data = _v0_compatible(full, sparse, "")
         data["engine"] = results_fingerprint(self.engine)
+        if self.engines:  # studies of one engine keep the fingerprint they always had
+            data["engines"] = engines_fingerprint(self.engines)
         return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
 
@@ -343,6 +324,14 @@ def _v0_compatible(full: Any, sparse: Any, path: str) -> Any:
     return full
 
 
+def _engine_options(value: Any) -> Any:
+    try:
+        return parse_engine_options(value)
+    except ConfigError as exc:  # one line that says what to fix, without pydantic's prefix
+        reason = str(exc).removeprefix("engine option ")
+        raise PydanticCustomError("engine_options", "{reason}", {"reason": reason}) from exc
+
+
 def _format_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -373,7 +362,7 @@ def parse_study(text: str, *, source: str = "<string>", base_dir: Path | None = 
                 and not Path(arm.topology).is_absolute():
             arm.topology = str((base_dir / arm.topology).resolve())
         if arm.baseline is None:
-            arm.build_roles(arm.build_topology())
+            check_role_engines(arm.name, arm.build_roles(arm.build_topology()), spec.engines)
     return spec
 
 
