@@ -34,6 +34,7 @@ from pacore_agents._run import resolve_topology
 from pacore_agents._specs import load_topology
 from pacore_agents._topology import Topology, all_to_all
 from pacore_agents._wrappers import RetryPolicy
+from pacore_agents.execution import ExecutionSettings
 from pacore_agents.engines import (
     EngineOptions,
     VLLMOptions,
@@ -187,15 +188,29 @@ def describe_role(role: Role) -> str:
     return " ".join(f"{k}={v}" for k, v in role_summary(role).items() if v)
 
 
+GraderKind = Literal["math", "code"]
+
+
 class GradingSpec(BaseModel):
-    """How answers are graded: math-verify in a process pool, a timeout per check. Every node's
-    message is graded as soon as its record is final, while the rest of its unit runs; the
-    pool's worker starts with the study (it loads math-verify, not the study's own modules)."""
+    """How answers are graded: ``grader = "math"`` (math-verify in a process pool, a timeout per
+    check) or ``"code"`` (every test of a program run in a sandbox, ``[grading.code]``). Every
+    node's message is graded as soon as its record is final, while the rest of its unit runs;
+    the math pool's worker starts with the study (it loads math-verify, not the study's own
+    modules); the code grader runs its canaries as the study starts."""
 
     model_config = ConfigDict(extra="forbid")
 
+    grader: GraderKind = Field(default="math", description="math (math-verify) or code (execution)")
     timeout: float = Field(default=5.0, gt=0, description="seconds per math-verify check")
-    workers: int = Field(default=1, ge=1, description="grading processes")
+    workers: int = Field(default=1, ge=1, description="grading processes (math) or sandboxes at once (code)")
+    code: ExecutionSettings = Field(default_factory=ExecutionSettings, description="the [grading.code] "
+                                    "table: mode (lcb | judge), sandbox (bwrap | none), timeouts, limits")
+
+    @model_validator(mode="after")
+    def _code_table(self) -> GradingSpec:
+        if self.grader != "code" and "code" in self.model_fields_set:
+            raise ValueError("[grading.code] is for grader = 'code': set [grading] grader = 'code' or remove it")
+        return self
 
 
 # Fields that may change between runs into the same out dir: they do not change results.
@@ -280,6 +295,13 @@ class StudySpec(BaseModel):
             if arm.baseline == "self-consistency" and arm.n is None and not runs:
                 raise ValueError(f"arm {arm.name!r}: self-consistency matches the budget of topology "
                                  "arms, and the study has none: add one, or give n = [vote sizes]")
+        code_data = self.dataset.is_code()
+        if code_data and self.grading.grader != "code":
+            raise ValueError("this dataset's answers are programs graded by execution: set [grading] "
+                             "grader = 'code'")
+        if not code_data and self.grading.grader == "code":
+            raise ValueError("grader = 'code' needs a code dataset (name = 'humaneval', kind = "
+                             "'livecodebench' or kind = 'code-tasks')")
         for arm in self.arms:
             for target in arm.match or []:
                 if target not in runs:
