@@ -10,7 +10,7 @@ from pacore_agents._lazy import attach
 if TYPE_CHECKING:
     from ._extract import extract_code
     from ._runner import CodeExecutor, ExecutionSettings, check_canaries, execute
-    from ._sandbox import SandboxLimits, bwrap_path, require_bwrap
+    from ._sandbox import SandboxLimits, bwrap_path, require_bwrap, sandbox_uids
     from ._tests import CodeTests, TestCase, TestStatus, Verdict
 
 if not TYPE_CHECKING:  # type checkers see the imports above, not a catch-all __getattr__
@@ -29,5 +29,6 @@ __all__ = [
     "execute",
     "extract_code",
     "require_bwrap",
+    "sandbox_uids",
 ]
 

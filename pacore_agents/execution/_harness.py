@@ -8,7 +8,8 @@ stdin::
      "fn_name": str | null, "tests": [{"input": str, "output": str}], "timeout": float,
      "output_cap": int, "nonce": str, "python": str}
 
-and writes ONE line ``<nonce><json>`` to the stdout it started with (the program under test
+(``canary``: an optional object overriding ``code``, ``kind``, ``fn_name`` and ``tests``, run
+after the job the same way, its results appended) and writes ONE line ``<nonce><json>`` to the stdout it started with (the program under test
 never sees that descriptor as its stdout). The JSON is ``{"results": [...]}``, one entry per
 test in order: ``{"status", "digest", "detail"}`` with status ``passed`` | ``wrong`` |
 ``runtime`` | ``timeout`` | ``memory``, ``digest`` a short hash of what the program produced
@@ -35,6 +36,7 @@ exception (an ``AssertionError`` is a wrong answer).
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import io
 import json
@@ -59,11 +61,11 @@ LCB_IMPORTS = (
 )
 
 
-class TimeoutException(Exception):  # noqa: N818 - LiveCodeBench's name: its check is on repr()
+class TimeoutException(Exception):
     pass
 
 
-class OutputLimit(Exception):  # noqa: N818
+class OutputLimit(Exception):
     pass
 
 
@@ -199,7 +201,7 @@ class _LcbStdin(io.StringIO):
     def readlines(self, *args: Any) -> list[str]:  # type: ignore[override]
         return self._inputs.split("\n")
 
-    def read(self, *args: Any) -> str:  # type: ignore[override]
+    def read(self, *args: Any) -> str:
         return self._inputs
 
 
@@ -218,7 +220,7 @@ def _call_stdin(method: Any, inputs: str) -> None:
         builtins.open, sys.stdin = saved
 
 
-def run_lcb(job: dict[str, Any]) -> list[dict[str, Any]]:
+def run_lcb(job: dict[str, Any], workdir: str = "") -> list[dict[str, Any]]:
     kind, tests, timeout = job["kind"], job["tests"], float(job["timeout"])
     out: list[dict[str, Any]] = []
     try:
@@ -313,10 +315,8 @@ def _run_child(argv: list[str], stdin: str, timeout: float, cap: int,
         except BrokenPipeError:
             code = proc.wait(timeout)
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
         size = out.tell()
         out.seek(0)
@@ -400,10 +400,12 @@ def main() -> None:
         os.dup2(devnull, fd)
     os.set_inheritable(result_fd, False)
     signal.signal(signal.SIGALRM, _on_alarm)
-    if job["mode"] == "judge":
-        results = run_judge(job, os.getcwd())
-    else:
-        results = run_lcb(job)
+    run = run_judge if job["mode"] == "judge" else run_lcb
+    results = run(job, os.getcwd())
+    canary = job.get("canary")
+    if canary is not None:  # a known-wrong program through the same path: proves execution
+        os.makedirs("canary", exist_ok=True)
+        results += run({**job, **canary}, os.path.abspath("canary"))
     os.write(result_fd, (job["nonce"] + json.dumps({"results": results}) + "\n").encode())
     os._exit(0)  # no atexit handler or thread of the program runs after the verdict
 

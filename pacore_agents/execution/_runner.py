@@ -7,11 +7,10 @@ Contract:
   LiveCodeBench's ``(timeout + 1) x tests + 5``); tests left without a result when it runs out
   are ``timeout``. A harness that sends no result: ``sandbox_error`` if bubblewrap itself
   failed (nothing ran), else ``runtime_error`` (the program ended its test process).
-- Every run carries a known-wrong canary: a second job in the same sandbox start is not
-  affordable, so the canary is a test appended to the job that the program cannot pass
-  (its expected output is a fresh random token) and that is cut from the verdict. If it
-  comes back "passed", the runner is not executing and the verdict is ``sandbox_error``
-  on every test. ``check_canaries`` also runs a known-right and a known-wrong program of
+- Every run carries a known-wrong canary: after the program's tests, the same sandbox runs a
+  small program through the same code path against an expected output it cannot produce (a
+  fresh random token). Unless it comes back "wrong" (executed, compared, rejected), the
+  runner is not executing and the verdict is ``sandbox_error`` on every test. ``check_canaries`` also runs a known-right and a known-wrong program of
   every kind before a study starts.
 - ``CodeExecutor`` runs ``execute`` in worker threads, at most ``workers`` at once (an anyio
   ``CapacityLimiter``): the event loop never blocks, and a sandbox holds no engine slot.
@@ -51,14 +50,18 @@ class ExecutionSettings(BaseModel):
     limits: SandboxLimits = Field(default_factory=SandboxLimits, description="rlimits and sizes")
 
 
-def _canary(tests: CodeTests) -> TestCase:
-    token = secrets.token_hex(8)
-    if tests.kind == "stdin":
-        return TestCase(input="", output=f"canary-{token}")
-    if tests.kind == "functional":
-        args = "\n".join(["0"] * 8)  # extra arguments: the call fails or returns; never the token
-        return TestCase(input=args, output=f'"canary-{token}"')
-    return TestCase(input=f"def check(candidate):\n    assert False, 'canary-{token}'\n", output="None")
+def _canary(kind: str) -> dict[str, Any]:
+    """A known-wrong program of ``kind`` and its test: its expected output is a fresh token."""
+    token = f"canary-{secrets.token_hex(8)}"
+    if kind == "stdin":
+        return {"kind": kind, "fn_name": None, "code": "print(input())\n",
+                "tests": [{"input": "wrong", "output": token}]}
+    if kind == "functional":
+        return {"kind": kind, "fn_name": "echo", "code": "def echo(x):\n    return x\n",
+                "tests": [{"input": '"wrong"', "output": f'"{token}"'}]}
+    return {"kind": kind, "fn_name": None, "code": "def echo(x):\n    return x\n",
+            "tests": [{"input": f"def check(candidate):\n    assert candidate('{token}') == 'wrong'\n",
+                       "output": "echo"}]}
 
 
 def execute(code: str | None, tests: CodeTests, settings: ExecutionSettings) -> Verdict:
@@ -66,12 +69,11 @@ def execute(code: str | None, tests: CodeTests, settings: ExecutionSettings) -> 
     n = len(tests.tests)
     if code is None or not code.strip():
         return Verdict(statuses=["no_code"] * n, details=["no code block"] * n, signature=None)
-    canary = _canary(tests)
     job: dict[str, Any] = {
         "mode": settings.mode, "kind": tests.kind, "code": tests.prefix + code, "fn_name": tests.fn_name,
-        "tests": [t.model_dump() for t in (*tests.tests, canary)], "timeout": settings.test_timeout,
-        "output_cap": settings.limits.output_mb * 1024 * 1024}
-    wall = settings.sample_timeout or settings.test_timeout * (n + 1) + 5.0
+        "tests": [t.model_dump() for t in tests.tests], "timeout": settings.test_timeout,
+        "output_cap": settings.limits.output_mb * 1024 * 1024, "canary": _canary(tests.kind)}
+    wall = settings.sample_timeout or (settings.test_timeout + 1) * n + 5.0
     raw = run_job(job, isolation=settings.sandbox, limits=settings.limits, wall=wall)
     results = raw.results
     if results is None or len(results) != n + 1:
@@ -84,9 +86,10 @@ def execute(code: str | None, tests: CodeTests, settings: ExecutionSettings) -> 
             statuses = ["runtime_error"] * n
             details = [f"the test process ended without a verdict (exit status {raw.returncode})"] * n
         return Verdict(statuses=statuses, details=details, signature=digest(statuses), seconds=raw.seconds)
-    if results[-1].get("status") == "passed":
-        return Verdict(statuses=["sandbox_error"] * n, details=["the known-wrong canary passed: the tests "
-                       "were not executed"] * n, signature=None, seconds=raw.seconds)
+    if results[-1].get("status") != "wrong":
+        return Verdict(statuses=["sandbox_error"] * n, details=[f"the known-wrong canary came back "
+                       f"{results[-1].get('status')!r}, not 'wrong': the tests were not executed"] * n,
+                       signature=None, seconds=raw.seconds)
     results = results[:n]
     statuses = [_HARNESS_STATUS.get(str(r.get("status")), "runtime_error") for r in results]
     return Verdict(statuses=statuses, details=[str(r.get("detail") or "")[:200] for r in results],

@@ -20,6 +20,7 @@ Contract (``SandboxLimits`` holds the numbers):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -62,6 +63,16 @@ class SandboxLimits(BaseModel):
     tmpfs_mb: int = Field(default=256, ge=8, description="size of the working directory (MiB)")
     output_mb: int = Field(default=16, ge=1, description="stdout kept per test (MiB); more is a wrong answer")
     uid_base: int = Field(default=2_000_000, ge=1000, description="first uid of sandboxes run as root")
+
+
+_UIDS_PER_PROCESS = 4096
+
+
+def sandbox_uids(limits: SandboxLimits) -> range:
+    """The uids this process's sandboxes run as when it is root: a block of its own (by pid),
+    each run the next one, so no two runs at once share a ``RLIMIT_NPROC`` count."""
+    start = limits.uid_base + (os.getpid() % 4096) * _UIDS_PER_PROCESS
+    return range(start, start + _UIDS_PER_PROCESS)
 
 
 def bwrap_path() -> str | None:
@@ -129,10 +140,8 @@ def _own_processes(uid: int) -> int:
     count = 0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            try:
+            with contextlib.suppress(OSError):
                 count += entry.stat().st_uid == uid
-            except OSError:
-                pass
     return count
 
 
@@ -172,7 +181,7 @@ def run_job(job: dict[str, Any], *, isolation: Isolation, limits: SandboxLimits,
         cmd = bwrap_command(require_bwrap(), python, limits)
         if os.getuid() == 0:
             with _uid_lock:
-                as_uid = limits.uid_base + next(_uids) % 100_000
+                as_uid = sandbox_uids(limits).start + next(_uids) % _UIDS_PER_PROCESS
     else:
         cmd = [python, "-I", "-S", str(HARNESS)]
     cpu = max(1, int(wall) + 1)
@@ -190,10 +199,8 @@ def run_job(job: dict[str, Any], *, isolation: Isolation, limits: SandboxLimits,
     cap = limits.output_mb * _MB
     out, err, timed_out = _communicate(proc, payload, wall, cap)
     if isolation == "none":
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
     seconds = time.monotonic() - started
     results = None
     text = out.decode("utf-8", "replace")

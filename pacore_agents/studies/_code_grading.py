@@ -20,7 +20,13 @@ from pydantic import ValidationError
 
 from pacore_agents._errors import ConfigError
 from pacore_agents._logging import get_logger
-from pacore_agents.execution import CodeExecutor, CodeTests, ExecutionSettings, extract_code, require_bwrap
+from pacore_agents.execution import (
+    CodeExecutor,
+    CodeTests,
+    ExecutionSettings,
+    extract_code,
+    require_bwrap,
+)
 
 from ._grading import Grade
 
@@ -67,10 +73,7 @@ class CodeGrader:
         if key in self._cache:
             return self._cache[key]
         verdict = await self.executor.run(code, tests)
-        if verdict.sandbox_failed:
-            status = "error"
-        else:
-            status = "correct" if verdict.passed else "wrong"
+        status = "error" if verdict.sandbox_failed else "correct" if verdict.passed else "wrong"
         first = next((d for s, d in zip(verdict.statuses, verdict.details, strict=False) if s != "passed"), None)
         grade = Grade(status=status, answer=verdict.signature if code is not None else None,  # type: ignore[arg-type]
                       detail=first, tests=list(verdict.statuses), pass_rate=verdict.pass_rate)

@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pacore_agents._errors import ConfigError
 from pacore_agents._ids import ProblemId
 from pacore_agents._messages import ChatMessage, Problem
-
 from pacore_agents.execution import CodeTests
 
 from ._code_datasets import (
@@ -284,7 +283,8 @@ def _load_code(spec: DatasetSpec, base_dir: Path | None) -> list[Problem]:
     """HumanEval, LiveCodeBench or generated code tasks as ``Problem``s (gold: ``CodeTests``)."""
     system = spec.system_prompt
     if spec.kind == "code-tasks":
-        built, bad, source = code_task_problems(spec.count, spec.seed), [], "code-tasks"
+        built, source = code_task_problems(spec.count, spec.seed), "code-tasks"
+        bad: list[str] = []
     elif spec.name == "humaneval":
         built, bad = code_rows(enumerate(humaneval_rows(), start=1), humaneval_problem)
         source = "humaneval"

@@ -34,13 +34,13 @@ from pacore_agents._run import resolve_topology
 from pacore_agents._specs import load_topology
 from pacore_agents._topology import Topology, all_to_all
 from pacore_agents._wrappers import RetryPolicy
-from pacore_agents.execution import ExecutionSettings
 from pacore_agents.engines import (
     EngineOptions,
     VLLMOptions,
     parse_engine_options,
     results_fingerprint,
 )
+from pacore_agents.execution import ExecutionSettings
 
 from ._datasets import DatasetSpec
 from ._sweeps import SweepSpec, expand_sweep
