@@ -131,7 +131,7 @@ def bwrap_command(bwrap: str, python: str, limits: SandboxLimits) -> list[str]:
     if python != "/usr/bin/python3":
         cmd += ["--symlink", python, "/usr/bin/python3"]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmpfs_mb * _MB), "--tmpfs", "/tmp",
-            "--ro-bind", str(HARNESS), "/harness/run.py", "--chdir", "/tmp",
+            "--ro-bind", str(HARNESS), "/harness/run.py", "--remount-ro", "/", "--chdir", "/tmp",
             "--", python, "-I", "-S", "/harness/run.py"]
     return cmd
 

@@ -12,7 +12,7 @@ expected outputs), so programs that behave alike on the tests vote together.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,7 @@ class TestCase(BaseModel):
     code (defining ``check``) as input and the entry point's name as output."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    __test__: ClassVar[bool] = False  # not a pytest class
 
     input: str
     output: str
