@@ -5,7 +5,6 @@ secret in the results; the fork bomb contained although the tests run as root)."
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
@@ -23,12 +22,12 @@ from pacore_agents.execution import (
     ExecutionSettings,
     SandboxLimits,
     TestCase,
+    _sandbox,
     bwrap_path,
     check_canaries,
     execute,
     sandbox_uids,
 )
-from pacore_agents.execution import _sandbox
 
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
 MODES = ["lcb", "judge"]
@@ -252,7 +251,7 @@ def test_hostile_programs_are_contained(mode: str, listener: tuple[int, list[byt
             peak = [0]
             done = threading.Event()
 
-            def watch() -> None:
+            def watch(done: threading.Event = done, peak: list[int] = peak) -> None:
                 while not done.is_set():
                     peak[0] = max(peak[0], len(_processes_of(uids)))
                     time.sleep(0.02)

@@ -159,6 +159,15 @@ def test_no_sandbox_is_loud_in_the_log_and_the_report(tmp_path: Path, monkeypatc
     assert "NO SANDBOX" in console.export_text()
 
 
+def test_a_code_spec_dump_validates_again() -> None:
+    from pacore_agents.studies import StudySpec
+
+    spec = parse_study(SPEC.format(extra='mode = "judge"'))
+    again = StudySpec.model_validate(json.loads(spec.model_dump_json()))
+    assert again == spec and again.grading.code.mode == "judge"
+    assert "code" in spec.fingerprint() and parse_study(SPEC.format(extra="")).fingerprint() != spec.fingerprint()
+
+
 def test_code_specs_say_what_to_fix() -> None:
     with pytest.raises(ConfigError, match="grader = 'code'"):
         parse_study(SPEC.format(extra="").replace('grader = "code"', 'grader = "math"'))

@@ -108,8 +108,10 @@ class DatasetSpec(BaseModel):
             stray = [k for k in ("name", "path", "hub") if getattr(self, k) is not None]
             if stray:
                 raise ValueError(f"dataset.kind = {self.kind!r} is generated: remove dataset.{stray[0]}")
-            if self.kind == "code-tasks" and _ARITHMETIC_KEYS & given:
-                raise ValueError(f"dataset.{sorted(_ARITHMETIC_KEYS & given)[0]} is for kind = 'arithmetic'")
+            changed = sorted(k for k in _ARITHMETIC_KEYS if k in given and getattr(self, k) !=
+                             type(self).model_fields[k].get_default(call_default_factory=True))
+            if self.kind == "code-tasks" and changed:  # set to a default: a dump, fine
+                raise ValueError(f"dataset.{changed[0]} is for kind = 'arithmetic'")
         else:
             stray = sorted(_GENERATOR_KEYS & given)
             if stray:
@@ -121,8 +123,9 @@ class DatasetSpec(BaseModel):
             elif (self.name is None) == (self.path is None):
                 raise ValueError("give exactly one of dataset.name (gsm8k, math500, humaneval), dataset.path "
                                  "or dataset.kind = 'arithmetic', 'code-tasks' or 'livecodebench'")
-        if self.kind != "livecodebench" and _LCB_KEYS & given:
-            raise ValueError(f"dataset.{sorted(_LCB_KEYS & given)[0]} is for kind = 'livecodebench'")
+        lcb_set = sorted(k for k in _LCB_KEYS if getattr(self, k) is not None)
+        if self.kind != "livecodebench" and lcb_set:
+            raise ValueError(f"dataset.{lcb_set[0]} is for kind = 'livecodebench'")
         if self.prompt_template is not None:
             check_prompt_template(self.prompt_template)
         return self

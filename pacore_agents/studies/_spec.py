@@ -208,7 +208,7 @@ class GradingSpec(BaseModel):
 
     @model_validator(mode="after")
     def _code_table(self) -> GradingSpec:
-        if self.grader != "code" and "code" in self.model_fields_set:
+        if self.grader != "code" and self.code != ExecutionSettings():  # a dump's defaults are fine
             raise ValueError("[grading.code] is for grader = 'code': set [grading] grader = 'code' or remove it")
         return self
 
@@ -236,7 +236,7 @@ class StudySpec(BaseModel):
                                      "(arms and roles override fields of it)")
     retry: RetryPolicy = Field(default=RetryPolicy(), description="retries of transient engine errors")
     trajectory_pool: bool = Field(default=False, description="share round-1 trajectories across arms")
-    grading: GradingSpec = Field(default=GradingSpec(), description="math-verify's timeout and processes")
+    grading: GradingSpec = Field(default=GradingSpec(), description="the grader (math or code) and its options")
     arms: list[ArmSpec] = Field(default_factory=list, description="[[arms]] tables")
     sweep: list[SweepSpec] = Field(default_factory=list, description="[[sweep]] tables: grids of topology "
                                    "arms, expanded into arms when the spec loads (and then emptied)")
