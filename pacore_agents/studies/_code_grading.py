@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 
 from pacore_agents._errors import ConfigError
@@ -44,20 +45,22 @@ class CodeGrader:
                         "programs run as this user, with this user's files, network and processes")
         self.settings = settings
         self.executor = CodeExecutor(settings, workers=workers)
-        self._tests: dict[str, CodeTests] = {}
+        self._tests: dict[str, tuple[CodeTests, str]] = {}
         self._cache: dict[tuple[str, str | None], Grade] = {}
         self._closed = False
 
-    def _parse(self, gold: str) -> CodeTests:
-        tests = self._tests.get(gold)
-        if tests is None:
+    async def _parse(self, gold: str) -> tuple[CodeTests, str]:
+        """The tests in ``gold`` and their key, parsed once per gold in a worker thread (a
+        LiveCodeBench problem's tests can be tens of megabytes)."""
+        parsed = self._tests.get(gold)
+        if parsed is None:
             try:
-                tests = CodeTests.model_validate_json(gold)
+                tests = await anyio.to_thread.run_sync(CodeTests.model_validate_json, gold)
             except ValidationError as exc:
                 raise ConfigError("a code problem's answer is not a CodeTests JSON: grade it with "
                                   "[grading] grader = 'math' or give a code dataset") from exc
-            self._tests[gold] = tests
-        return tests
+            parsed = self._tests[gold] = (tests, await anyio.to_thread.run_sync(tests.key))
+        return parsed
 
     async def start(self) -> None:
         """Run the canaries; raises ``PacoreError`` if the grader does not execute right."""
@@ -67,9 +70,9 @@ class CodeGrader:
         """Grade the program in ``text`` against the tests in ``gold``."""
         if gold is None:
             return Grade(status="error", detail="the problem has no tests")
-        tests = self._parse(gold)
+        tests, tests_key = await self._parse(gold)
         code = extract_code(text)
-        key = (tests.key(), code)
+        key = (tests_key, code)
         if key in self._cache:
             return self._cache[key]
         verdict = await self.executor.run(code, tests)
