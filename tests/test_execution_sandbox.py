@@ -31,7 +31,7 @@ from pacore_agents.execution import (
 
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
 MODES = ["lcb", "judge"]
-FAST = ExecutionSettings(test_timeout=1.0, sample_timeout=6.0)
+FAST = ExecutionSettings(test_timeout=2.0, sample_timeout=12.0)  # a loaded machine: margin
 
 
 def stdin_tests(*pairs: tuple[str, str]) -> CodeTests:

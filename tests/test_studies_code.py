@@ -41,8 +41,8 @@ count = 6
 grader = "code"
 workers = 2
 [grading.code]
-test_timeout = 0.5
-sample_timeout = 6.0
+test_timeout = 1.0
+sample_timeout = 8.0
 {extra}
 [[arms]]
 name = "pacore"
