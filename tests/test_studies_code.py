@@ -185,7 +185,7 @@ def test_the_gpu_livecodebench_example_dry_runs(tmp_path: Path) -> None:
     inside and outside its date window: the dry run loads them and plans every arm."""
     from typer.testing import CliRunner
 
-    from pacore_agents.cli_study import study_app
+    from pacore_agents.cli import app
 
     from .test_execution_units import _lcb_row, _write_jsonl
 
@@ -195,7 +195,7 @@ def test_the_gpu_livecodebench_example_dry_runs(tmp_path: Path) -> None:
     data.mkdir()
     _write_jsonl(data / "test5.jsonl", [_lcb_row(0, "2024-07-30"), _lcb_row(1, "2024-08-03")])
     _write_jsonl(data / "test6.jsonl", [_lcb_row(2, "2025-05-20", functional=True), _lcb_row(3, "2025-06-02")])
-    result = CliRunner().invoke(study_app, ["run", str(example), "--out", str(tmp_path / "out"), "--dry-run"])
+    result = CliRunner().invoke(app, ["study", "run", str(example), "--out", str(tmp_path / "out"), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "2 problems x 4 samples" in result.output and "pacore-k32x4" in result.output
     assert not (tmp_path / "out").exists()

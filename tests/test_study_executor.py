@@ -100,8 +100,9 @@ def test_report_shows_the_engine_side(tmp_path: Path) -> None:
     text = console.export_text()
     assert "engine side" in text and "prefill computed" in text
     rows = (tmp_path / "out" / "report" / "engine.csv").read_text().splitlines()
-    assert rows[0].startswith("started_at,samples_run,window") and len(rows) == 2
-    assert rows[1].split(",")[2] == "3"  # the window
+    assert rows[0].startswith("started_at,samples_run,model,dtype,window") and len(rows) == 2
+    cells = rows[1].split(",")
+    assert cells[2] == "<lambda>" and cells[4] == "3"  # the engine's model; the window
 
 
 class _Recording(Grader):

@@ -1,7 +1,9 @@
 """Studies: datasets, grading, sweeps over arms, the paper's metrics, reports, resumable results.
 
 ``pacore study run study.toml --out runs/x`` runs (or resumes) a study; ``pacore study report
-runs/x`` prints the metrics table and writes CSV files and PNG plots.
+runs/x`` prints the metrics table and writes CSV files and PNG plots; ``pacore study export OUT
+runs/x --format verl`` turns its synthesis episodes into training data (``export_study``), with
+rewards graded as the study grades (``compute_score``, ``trl_reward``, ``reward_func``).
 
 Public names are imported on first use (``pacore_agents._lazy``).
 """
@@ -14,12 +16,22 @@ from pacore_agents._lazy import attach
 
 if TYPE_CHECKING:
     from ._baselines import budget_matched_sizes, majority_vote
+    from ._curation import CurationCounts
     from ._datasets import DatasetSpec, gsm8k_gold, load_problems
+    from ._export import ExportOptions, ExportSummary, export_study
     from ._grading import Grade, Grader, extract_answer, gold_latex, normalize_answer
     from ._grading_worker import math_verify_check
     from ._metrics import ArmMetrics, RoundMetrics, compute_metrics
     from ._plan import ArmPlan, plan_study, plan_table
     from ._report import Report, build_report
+    from ._rewards import (
+        close_rewards,
+        compute_score,
+        configure_rewards,
+        reward_func,
+        score_batch,
+        trl_reward,
+    )
     from ._runner import CROSS_REF_RE, StudyRunSummary, run_study
     from ._spec import ArmSpec, GradingSpec, RoleOverride, StudySpec, load_study, parse_study
     from ._stats import (
@@ -40,7 +52,10 @@ __all__ = [
     "ArmMetrics",
     "ArmPlan",
     "ArmSpec",
+    "CurationCounts",
     "DatasetSpec",
+    "ExportOptions",
+    "ExportSummary",
     "Grade",
     "Grader",
     "GradingSpec",
@@ -56,9 +71,13 @@ __all__ = [
     "SweepSpec",
     "budget_matched_sizes",
     "build_report",
+    "close_rewards",
     "clustered_interval",
     "compute_metrics",
+    "compute_score",
+    "configure_rewards",
     "expand_sweep",
+    "export_study",
     "extract_answer",
     "gold_latex",
     "gsm8k_gold",
@@ -72,6 +91,9 @@ __all__ = [
     "parse_study",
     "plan_study",
     "plan_table",
+    "reward_func",
     "run_study",
+    "score_batch",
+    "trl_reward",
     "wilson_interval",
 ]

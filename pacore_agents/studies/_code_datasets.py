@@ -157,7 +157,7 @@ def _load_with_datasets(files: Sequence[str], source: str) -> list[dict[str, Any
     if not files:
         raise ConfigError(f"{source}: no LiveCodeBench test*.jsonl files for this version_tag")
     try:
-        import datasets  # type: ignore[import-untyped]
+        import datasets
     except ImportError as exc:
         raise ConfigError("reading LiveCodeBench by name or directory needs the `datasets` library: "
                           "pip install 'pacore-agents[code]'") from exc

@@ -83,6 +83,8 @@ ROLE_COLUMNS: dict[str, str] = {
 ENGINE_COLUMNS: dict[str, str] = {
     "started_at": "when this `pacore study run` started its units (Unix seconds)",
     "samples_run": "samples it ran and stored",
+    "model": "the engine's model (its name, or the embedded default's)",
+    "dtype": "the dtype the engine computes in (in-process vLLM; empty where the engine does not say)",
     "window": "the executor's window: sequences it lets into the engine at once",
     "mean_sequences_in_flight": "sequences in flight, time-weighted mean over the time the engine was busy",
     "peak_sequences_in_flight": "the most sequences in flight at once",

@@ -29,6 +29,7 @@ import anyio
 from pydantic import BaseModel
 
 from pacore_agents._errors import PacoreError
+from pacore_agents._main_guard import check_main_guard
 from pacore_agents._roles import last_boxed
 
 from ._datasets import gsm8k_gold
@@ -116,13 +117,15 @@ class Grader:
     """Grades texts against gold answers in a process pool. Use as an async context manager.
 
     ``timeout`` is the per-check budget in seconds; ``grace`` the extra time after which a
-    worker that ignores its alarm is killed. Verdicts are cached per (gold, text). ``aclose``
-    ends it for good (a closed grader refuses to start workers again).
+    worker that ignores its alarm is killed. Verdicts are cached per (gold, text) unless
+    ``cache`` is False (a long-lived reward grader). ``aclose`` ends it for good (a closed
+    grader refuses to start workers again).
     """
 
     def __init__(self, *, workers: int = 1, timeout: float = 5.0, grace: float = 10.0,
-                 check: CheckFn = math_verify_check) -> None:
+                 check: CheckFn = math_verify_check, cache: bool = True) -> None:
         self.workers, self.timeout, self.grace, self.check = workers, timeout, grace, check
+        self.cache = cache
         self._pool: cf.ProcessPoolExecutor | None = None
         self._spawner: cf.ThreadPoolExecutor | None = None  # the one thread that starts workers
         self._closed = False
@@ -131,6 +134,7 @@ class Grader:
         self._cache: dict[tuple[str, str], Grade] = {}
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
+        check_main_guard("the grader")
         return cf.ProcessPoolExecutor(max_workers=self.workers, initializer=worker_init,
                                       initargs=(os.getpid(),),
                                       mp_context=multiprocessing.get_context("spawn"))
@@ -179,21 +183,33 @@ class Grader:
             pool, spawner = self._get_pool()
             _submit(pool, spawner, worker_ready).result(timeout=60)
 
-    async def grade(self, gold: str | None, text: str | None) -> Grade:
-        """Grade ``text`` against ``gold``; no text -> wrong, no gold -> error."""
+    def _known(self, gold: str | None, text: str | None) -> Grade | None:
+        """The verdict without a check: no gold -> error, no text -> wrong, else the cache's."""
         if gold is None:
             return Grade(status="error", answer=extract_answer(text), detail="the problem has no gold answer")
         if not text or not text.strip():
             return Grade(status="wrong", answer=None, detail="empty")
-        key = (gold, text)
-        if key in self._cache:  # a study asks twice per node: as it finishes, and for its unit
-            return self._cache[key]
-        answer = extract_answer(text)
+        return self._cache.get((gold, text))  # a study asks twice per node: as it finishes, and for its unit
+
+    async def grade(self, gold: str | None, text: str | None) -> Grade:
+        """Grade ``text`` against ``gold``; no text -> wrong, no gold -> error."""
+        known = self._known(gold, text)
+        if known is not None:
+            return known
         async with self._limiter:
-            status, detail = await anyio.to_thread.run_sync(
-                self._blocking_check, gold_latex(gold), text, abandon_on_cancel=True)
-        grade = Grade(status=status, answer=answer, detail=detail)  # type: ignore[arg-type]
-        self._cache[key] = grade
+            return await anyio.to_thread.run_sync(self.grade_blocking, gold, text, abandon_on_cancel=True)
+
+    def grade_blocking(self, gold: str | None, text: str | None) -> Grade:
+        """``grade`` for synchronous callers (a trainer's reward function): the same verdict,
+        blocking the calling thread (never call it from an event loop). Thread-safe."""
+        known = self._known(gold, text)
+        if known is not None:
+            return known
+        assert gold is not None and text is not None
+        status, detail = self._blocking_check(gold_latex(gold), text)
+        grade = Grade(status=status, answer=extract_answer(text), detail=detail)  # type: ignore[arg-type]
+        if self.cache:
+            self._cache[(gold, text)] = grade
         return grade
 
     async def aclose(self) -> None:

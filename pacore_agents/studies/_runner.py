@@ -335,8 +335,9 @@ async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None
                 done = store.done_keys()
                 keys = {(a.name, p.id, s) for a in spec.arms for p in problems for s in range(spec.samples)}
                 summary = StudyRunSummary(total=len(keys), already_done=len(keys & done))
-                columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-                           MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+                columns = (SpinnerColumn(), TextColumn("{task.description}", style="progress.description",
+                                                       markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           TextColumn("ETA"), TimeRemainingColumn())
                 executor = executor_for(base)
                 executor.refresh()
                 before, t0 = await base.stats(), time.time()
@@ -366,7 +367,8 @@ async def _engine_figures(store: ResultStore, engine: Engine, executor: Executor
     stats = executor.stats()
     after = await engine.stats()
     figures: dict[str, Any] = {
-        "started_at": t0, "ended_at": time.time(), "samples_run": ran, "window": stats.window,
+        "started_at": t0, "ended_at": time.time(), "samples_run": ran, "model": engine.info.model,
+        "dtype": engine.info.details.get("dtype"), "window": stats.window,
         "mean_sequences_in_flight": round(stats.mean_in_flight, 2), "peak_sequences_in_flight": stats.peak_in_flight,
         "engine_busy_seconds": round(stats.busy_seconds, 2), "requests": stats.requests,
         "sequences": stats.sequences, "retries": stats.retries,

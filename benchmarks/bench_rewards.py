@@ -1,0 +1,67 @@
+"""Reward throughput: ``compute_score`` one call at a time (verl's reward manager) versus
+``score_batch`` (TRL and OpenRLHF adapters), with 1 and 2 grading workers, in one run.
+
+    python benchmarks/bench_rewards.py --n 400
+
+Solutions are synthetic GSM8K-style texts (a think block, then a boxed answer; half right).
+Prints checks per second and the ratios to the sequential baseline. Each mode grades the same
+texts with a freshly started grader (its start-up is timed separately and excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from pacore_agents.studies import close_rewards, compute_score, configure_rewards, score_batch
+
+
+def _texts(n: int, seed: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    golds, texts = [], []
+    for i in range(n):
+        gold = rng.randint(1, 10_000)
+        answer = gold if i % 2 == 0 else gold + rng.randint(1, 9)
+        golds.append(str(gold))
+        texts.append(f"<think>step {i}: the reference says \\boxed{{{gold + 1}}}</think>"
+                     f"So the total is \\boxed{{{answer}}}.")
+    return texts, golds
+
+
+def _timed(mode: str, workers: int, texts: list[str], golds: list[str]) -> tuple[float, float, list[float]]:
+    configure_rewards(workers=workers)
+    t0 = time.perf_counter()
+    compute_score("pacore/math/warm", "\\boxed{1}", "1")  # starts the worker(s): excluded
+    start = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if mode == "sequential":
+        scores = [compute_score("pacore/math/bench", t, g) for t, g in zip(texts, golds, strict=True)]
+    else:
+        scores = score_batch(["pacore/math/bench"] * len(texts), texts, golds)
+    elapsed = time.perf_counter() - t0
+    close_rewards()
+    return start, elapsed, scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    texts, golds = _texts(args.n, args.seed)
+    base: float | None = None
+    reference: list[float] | None = None
+    print(f"{args.n} solutions; | mode | workers | start s | grading s | checks/s | vs sequential |")
+    for mode, workers in (("sequential", 1), ("batch", 1), ("batch", 2)):
+        start, elapsed, scores = _timed(mode, workers, texts, golds)
+        reference = reference or scores
+        assert scores == reference, "a mode graded differently"
+        base = base or elapsed
+        print(f"| {mode} | {workers} | {start:.2f} | {elapsed:.2f} | {args.n / elapsed:.0f} | {base / elapsed:.2f}x |")
+    assert reference is not None
+    print(f"correct: {sum(reference):.0f} of {args.n} (half by construction)")
+
+
+if __name__ == "__main__":
+    main()
