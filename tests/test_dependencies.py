@@ -25,6 +25,7 @@ PACKAGE = REPO / "pacore_agents"
 AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("serve/", ("serve",)),
     ("studies/_export", ("export",)),
+    ("studies/_code_datasets", ("code",)),
     ("engines/_vllm", ("cpu", "gpu")),
     ("engines/_embedded.py", ("cpu", "gpu")),
 ]

@@ -12,13 +12,14 @@ import anyio
 import pytest
 
 import pacore_agents
+import pacore_agents.execution
 import pacore_agents.studies
 from pacore_agents._lazy import type_checking_imports
 from pacore_agents.studies import Grader
 
 from ._probe_checks import HEAVY, heavy_modules_check
 
-PACKAGES = [pacore_agents, pacore_agents.studies]
+PACKAGES = [pacore_agents, pacore_agents.studies, pacore_agents.execution]
 
 
 @pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)

@@ -28,6 +28,8 @@ METRICS_COLUMNS: dict[str, str] = {
     "flips_n": "samples whose sink is wrong although most inputs were right",
     "flips_base": "samples where more than half of the sink's inputs were graded correct",
     "cross_check": "share of messages (of nodes with inputs) whose trajectory mentions a reference by number",
+    "pass_rate": "code: mean share of tests the final program passed, over graded samples (empty for math)",
+    "pass_at": "code: unbiased pass@k over each problem's samples, averaged over problems (JSON)",
 }
 
 ROUND_COLUMNS: dict[str, str] = {

@@ -1,6 +1,8 @@
 """Datasets of a study: the vendored GSM8K and MATH-500 test sets, local JSONL/Parquet files with
-a field mapping, the PaCoRe sample format (``messages`` + ``ground_truth.answer``), and generated
-arithmetic (``kind = "arithmetic"``, see ``_generated``).
+a field mapping, the PaCoRe sample format (``messages`` + ``ground_truth.answer``), generated
+arithmetic (``kind = "arithmetic"``, see ``_generated``), and code: vendored HumanEval,
+LiveCodeBench (``kind = "livecodebench"``) and generated code tasks (``kind = "code-tasks"``),
+see ``_code_datasets``.
 
 Contract: ``load_problems(spec)`` returns ``Problem``s in file order after the selection
 (``ids``, then ``offset``, then ``limit``). Every row must have its problem and answer fields
@@ -25,12 +27,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pacore_agents._errors import ConfigError
 from pacore_agents._ids import ProblemId
 from pacore_agents._messages import ChatMessage, Problem
+from pacore_agents.execution import CodeTests
 
+from ._code_datasets import (
+    LCB_SYSTEM,
+    code_rows,
+    code_task_problems,
+    humaneval_problem,
+    humaneval_rows,
+    lcb_problem,
+    lcb_rows_from_dir,
+    lcb_rows_from_hub,
+)
 from ._generated import OPERATIONS, Operation, arithmetic_problems
 
 BOXED_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
-BuiltinName = Literal["gsm8k", "math500"]
+BuiltinName = Literal["gsm8k", "math500", "humaneval"]
+DatasetKind = Literal["arithmetic", "code-tasks", "livecodebench"]
 _BUILTIN: dict[str, tuple[str, str, str, str]] = {
     # name: (file, problem field, answer field, id field)
     "gsm8k": ("gsm8k_test.jsonl.gz", "question", "answer", "idx"),
@@ -38,6 +52,8 @@ _BUILTIN: dict[str, tuple[str, str, str, str]] = {
 }
 _MAX_LISTED = 20
 _GENERATOR_KEYS = {"digits", "terms", "operations", "count", "seed"}
+_ARITHMETIC_KEYS = {"digits", "terms", "operations"}
+_LCB_KEYS = {"hub", "version_tag", "start_date", "end_date", "difficulties"}
 ARITHMETIC_QUESTION = "What is {expression}?"
 
 
@@ -47,10 +63,22 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["arithmetic"] | None = Field(
-        default=None, description="a generated dataset instead of name/path: 'arithmetic'")
-    name: BuiltinName | None = Field(default=None, description="gsm8k (1319 test problems) or math500")
-    path: Path | None = Field(default=None, description="a .jsonl, .jsonl.gz or .parquet file")
+    kind: DatasetKind | None = Field(
+        default=None, description="arithmetic or code-tasks (generated, instead of name/path), or "
+        "livecodebench (rows from path or hub)")
+    name: BuiltinName | None = Field(default=None, description="gsm8k (1319 test problems), math500 or "
+                                     "humaneval (164, code)")
+    path: Path | None = Field(default=None, description="a .jsonl, .jsonl.gz or .parquet file (livecodebench: "
+                              "also a directory holding code_generation_lite's test*.jsonl)")
+    hub: str | None = Field(default=None, description="livecodebench: a hub dataset read with `datasets`, "
+                            "e.g. livecodebench/code_generation_lite")
+    version_tag: str | None = Field(default=None, description="livecodebench (directory or hub): release_v1 .. "
+                                    "release_v6, release_latest (default), v1 .. v6, v<i>_v<j>")
+    start_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}(-\d{2})?$",
+                                   description="livecodebench: first contest date kept (YYYY-MM[-DD])")
+    end_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}(-\d{2})?$",
+                                 description="livecodebench: last contest date kept (YYYY-MM[-DD], inclusive)")
+    difficulties: list[str] | None = Field(default=None, description="livecodebench: keep these (easy, medium, hard)")
     format: Literal["auto", "jsonl", "parquet", "pacore"] = Field(
         default="auto", description="auto: by the file's suffix; pacore: the PaCoRe sample format")
     problem_field: str | None = Field(default=None, description="dotted path; text or chat messages")
@@ -75,20 +103,36 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
-        if self.kind == "arithmetic":
-            given = [k for k in ("name", "path") if getattr(self, k) is not None]
-            if given:
-                raise ValueError(f"dataset.kind = 'arithmetic' is generated: remove dataset.{given[0]}")
-        else:
-            stray = sorted(_GENERATOR_KEYS & self.model_fields_set)
+        given = self.model_fields_set
+        if self.kind in ("arithmetic", "code-tasks"):
+            stray = [k for k in ("name", "path", "hub") if getattr(self, k) is not None]
             if stray:
-                raise ValueError(f"dataset.{stray[0]} is for kind = 'arithmetic'")
-            if (self.name is None) == (self.path is None):
-                raise ValueError("give exactly one of dataset.name (gsm8k, math500), dataset.path "
-                                 "or dataset.kind = 'arithmetic'")
+                raise ValueError(f"dataset.kind = {self.kind!r} is generated: remove dataset.{stray[0]}")
+            changed = sorted(k for k in _ARITHMETIC_KEYS if k in given and getattr(self, k) !=
+                             type(self).model_fields[k].get_default(call_default_factory=True))
+            if self.kind == "code-tasks" and changed:  # set to a default: a dump, fine
+                raise ValueError(f"dataset.{changed[0]} is for kind = 'arithmetic'")
+        else:
+            stray = sorted(_GENERATOR_KEYS & given)
+            if stray:
+                raise ValueError(f"dataset.{stray[0]} is for kind = 'arithmetic' or 'code-tasks'")
+            if self.kind == "livecodebench":
+                if self.name is not None or (self.path is None) == (self.hub is None):
+                    raise ValueError("dataset.kind = 'livecodebench' reads dataset.path (a file or a "
+                                     "directory) or dataset.hub (a hub name): give exactly one")
+            elif (self.name is None) == (self.path is None):
+                raise ValueError("give exactly one of dataset.name (gsm8k, math500, humaneval), dataset.path "
+                                 "or dataset.kind = 'arithmetic', 'code-tasks' or 'livecodebench'")
+        lcb_set = sorted(k for k in _LCB_KEYS if getattr(self, k) is not None)
+        if self.kind != "livecodebench" and lcb_set:
+            raise ValueError(f"dataset.{lcb_set[0]} is for kind = 'livecodebench'")
         if self.prompt_template is not None:
             check_prompt_template(self.prompt_template)
         return self
+
+    def is_code(self) -> bool:
+        """True if the answers are programs graded by execution."""
+        return self.name == "humaneval" or self.kind in ("code-tasks", "livecodebench")
 
 
 def check_prompt_template(template: str) -> None:
@@ -185,6 +229,8 @@ def load_problems(spec: DatasetSpec, *, base_dir: Path | None = None) -> list[Pr
                      for pid, text, answer in arithmetic_problems(spec.digits, spec.terms, spec.operations,
                                                                   spec.count, spec.seed)]
         return _select(generated, spec, "arithmetic")
+    if spec.is_code():
+        return _load_code(spec, base_dir)
     if spec.name is not None:
         file, pf, af, idf = _BUILTIN[spec.name]
         data = resources.files("pacore_agents.studies") / "data" / file
@@ -234,6 +280,47 @@ def load_problems(spec: DatasetSpec, *, base_dir: Path | None = None) -> list[Pr
         raise ConfigError(f"{source}: {len(bad)} rows cannot be used (fields: problem={problem_field!r}, "
                           f"answer={answer_field!r}, id={id_field!r}): {listed}")
     return _select(problems, spec, source)
+
+
+def _load_code(spec: DatasetSpec, base_dir: Path | None) -> list[Problem]:
+    """HumanEval, LiveCodeBench or generated code tasks as ``Problem``s (gold: ``CodeTests``)."""
+    system = spec.system_prompt
+    if spec.kind == "code-tasks":
+        built, source = code_task_problems(spec.count, spec.seed), "code-tasks"
+        bad: list[str] = []
+    elif spec.name == "humaneval":
+        built, bad = code_rows(enumerate(humaneval_rows(), start=1), humaneval_problem)
+        source = "humaneval"
+    else:
+        system = system if system is not None else LCB_SYSTEM
+        if spec.hub is not None:
+            rows, source = list(enumerate(lcb_rows_from_hub(spec.hub, spec.version_tag), start=1)), spec.hub
+        else:
+            assert spec.path is not None
+            path = spec.path if spec.path.is_absolute() or base_dir is None else base_dir / spec.path
+            source = str(path)
+            if path.is_dir():
+                rows = list(enumerate(lcb_rows_from_dir(path, spec.version_tag), start=1))
+            else:
+                rows = _read_rows(path, spec.format)
+        built, bad = code_rows(rows, lcb_problem, (spec.start_date, spec.end_date), spec.difficulties)
+    if bad:
+        listed = "; ".join(bad[:_MAX_LISTED]) + (f"; ... {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else "")
+        raise ConfigError(f"{source}: {len(bad)} rows cannot be used as code problems: {listed}")
+    template = spec.prompt_template or "{problem}"
+    problems = [Problem(id=ProblemId(pid), answer=tests.model_dump_json(), metadata=meta,
+                        messages=_messages_of(prompt, template, system))
+                for pid, prompt, tests, meta in built]
+    if not problems:
+        raise ConfigError(f"{source}: no problem in the date window {spec.start_date} .. {spec.end_date}")
+    return _select(problems, spec, source)
+
+
+def code_tests_of(problem: Problem) -> CodeTests:
+    """The tests of a code problem (its ``answer``)."""
+    if problem.answer is None:
+        raise ConfigError(f"problem {problem.id} has no tests")
+    return CodeTests.model_validate_json(problem.answer)
 
 
 def _select(problems: list[Problem], spec: DatasetSpec, source: str) -> list[Problem]:

@@ -48,11 +48,15 @@ _R = TypeVar("_R")
 
 
 class Grade(BaseModel):
-    """The verdict on one text: ``status`` and the answer extracted from it (for votes)."""
+    """The verdict on one text: ``status`` and the answer extracted from it (for votes). Code
+    grading also gives each test's outcome (``tests``, in the tests' order) and the share that
+    passed (``pass_rate``); ``answer`` is then the program's output signature."""
 
     status: GradeStatus
     answer: str | None = None
     detail: str | None = None
+    tests: list[str] | None = None
+    pass_rate: float | None = None
 
     @property
     def correct(self) -> bool:

@@ -20,6 +20,12 @@
 - ``flips`` (right-to-wrong): among samples where a strict majority of the sink's inputs
   were graded correct (more than half of ALL its inputs), the share whose sink is graded
   wrong (``flips_n`` of ``flips_base``).
+- Code studies (nodes carry per-test outcomes): ``pass_rate`` = mean over graded samples of the
+  final program's share of tests passed (the paper's code reward; the final program is the
+  sink's, the single trajectory's, or the vote's representative); ``pass_at`` = the unbiased
+  pass@k over each problem's graded samples, averaged over problems, for k = 1, 2, 4, ... up to
+  the fewest samples any problem has. A self-consistency vote groups programs by their output
+  signature on the tests (what they printed or returned), never by the expected outputs.
 - A self-consistency arm gives one row per vote size N (SC@N over its first N trajectories,
   see ``_baselines``); its only round is round 1; emergent and flips do not apply.
 """
@@ -31,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, Field
 
 from ._baselines import majority_vote
-from ._stats import clustered_interval
+from ._stats import clustered_interval, mean_pass_at_k
 from ._store import NodeOutcome, SampleOutcome
 
 
@@ -70,6 +76,8 @@ class ArmMetrics(BaseModel):
     flips_base: int = 0
     cross_check: float | None = None
     ci_method: str = "wilson"
+    pass_rate: float | None = None
+    pass_at: dict[str, float] = Field(default_factory=dict)
     #: (problem id, sample, status) of every sample, for the paired statistics (not in CSVs)
     per_sample: list[tuple[str, int, str]] = Field(default_factory=list, exclude=True, repr=False)
 
@@ -98,7 +106,7 @@ def _round_metrics(samples: Sequence[Sequence[NodeOutcome]]) -> list[RoundMetric
 
 
 def _base(label: str, arm: str, kind: str, keyed: Sequence[tuple[str, int, str]], ttcs: Sequence[int],
-          nodes: Sequence[Sequence[NodeOutcome]]) -> ArmMetrics:
+          nodes: Sequence[Sequence[NodeOutcome]], final: Sequence[NodeOutcome | None] = ()) -> ArmMetrics:
     statuses = [s for _, _, s in keyed]
     problems = len({pid for pid, _, _ in keyed})
     graded = sum(s in ("correct", "wrong") for s in statuses)
@@ -115,13 +123,34 @@ def _base(label: str, arm: str, kind: str, keyed: Sequence[tuple[str, int, str]]
         errors=sum(s in ("error", "failed") for s in statuses), accuracy=_ratio(correct, graded),
         ci_low=lo, ci_high=hi, ci_method=method, per_sample=list(keyed),
         mean_ttc=sum(ttcs) / max(len(ttcs), 1), rounds=_round_metrics(nodes),
-        cross_check=_ratio(sum(nd.cross_refs for nd in with_inputs), len(with_inputs)))
+        cross_check=_ratio(sum(nd.cross_refs for nd in with_inputs), len(with_inputs)),
+        pass_rate=_pass_rate(keyed, final), pass_at=mean_pass_at_k(by_problem) if _is_code(final) else {})
+
+
+def _is_code(final: Sequence[NodeOutcome | None]) -> bool:
+    return any(nd is not None and nd.pass_rate is not None for nd in final)
+
+
+def _pass_rate(keyed: Sequence[tuple[str, int, str]], final: Sequence[NodeOutcome | None]) -> float | None:
+    """Mean share of tests passed by the final programs of graded samples (code grading)."""
+    if not _is_code(final):
+        return None
+    rates = [(nd.pass_rate or 0.0) if nd is not None else 0.0  # a vote with no program: 0
+             for (_, _, s), nd in zip(keyed, final, strict=True) if s in ("correct", "wrong")]
+    return sum(rates) / len(rates) if rates else None
+
+
+def _final_node(o: SampleOutcome) -> NodeOutcome | None:
+    if o.sink is not None:
+        return next((nd for nd in o.nodes if nd.id == o.sink), None)
+    return o.nodes[0] if o.nodes else None
 
 
 def topology_metrics(arm: str, outcomes: Sequence[SampleOutcome], kind: str = "topology") -> ArmMetrics:
     """Metrics of a topology (or single) arm."""
     m = _base(arm, arm, kind, [(o.problem_id, o.sample, o.status) for o in outcomes],
-              [o.effective_ttc for o in outcomes], [o.nodes for o in outcomes])
+              [o.effective_ttc for o in outcomes], [o.nodes for o in outcomes],
+              [_final_node(o) for o in outcomes])
     for o in outcomes:
         if o.sink is None:
             continue
@@ -141,14 +170,15 @@ def topology_metrics(arm: str, outcomes: Sequence[SampleOutcome], kind: str = "t
 def self_consistency_metrics(arm: str, outcomes: Sequence[SampleOutcome], size: int,
                              label: str, matched: str | None) -> ArmMetrics:
     """SC@``size``: majority vote over each sample's first ``size`` trajectories."""
-    keyed, ttcs, nodes = [], [], []
+    keyed, ttcs, nodes, final = [], [], [], []
     for o in outcomes:
         first = o.nodes[:size]
         _, rep, _ = majority_vote([nd.answer for nd in first])
         keyed.append((o.problem_id, o.sample, first[rep].status if rep is not None else "wrong"))
         ttcs.append(sum(nd.tokens for nd in first))
         nodes.append(first)
-    m = _base(label, arm, "self-consistency", keyed, ttcs, nodes)
+        final.append(first[rep] if rep is not None else None)
+    m = _base(label, arm, "self-consistency", keyed, ttcs, nodes, final)
     m.vote_size, m.matched_arm = size, matched
     return m
 

@@ -61,6 +61,23 @@ class Report:
     engine_tokens: list[dict[str, Any]] = field(default_factory=list)
     #: ``cost.csv``'s rows (engines that declare costs only)
     costs: list[dict[str, Any]] = field(default_factory=list)
+    #: code grading figures of each ``pacore study run`` (tests, time, tests/s, sandbox, mode)
+    grading: list[dict[str, Any]] = field(default_factory=list)
+
+
+def grading_lines(grading: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per run that graded code: tests executed, time and throughput; a run without
+    a sandbox says so in capitals."""
+    out = []
+    for g in grading:
+        rate = g.get("tests_per_second")
+        line = (f"code grading ({g.get('mode')} mode, sandbox {g.get('sandbox')}, {g.get('workers')} at once): "
+                f"{g.get('tests')} tests of {g.get('samples')} programs in {g.get('span_seconds')} s"
+                + (f", {rate} tests/s" if rate is not None else ""))
+        if g.get("sandbox") == "none":
+            line += " -- WARNING: NO SANDBOX, model-written programs ran unisolated"
+        out.append(line)
+    return out
 
 
 def _pct(x: float | None) -> str:
@@ -77,16 +94,24 @@ def metrics_table(metrics: Sequence[ArmMetrics], title: str = "study") -> Table:
     table = text_table(title=title, caption="acc: % [95% " + ("Wilson, clustered by problem" if clustered else "Wilson")
                   + "]; TTC: mean effective tokens per sample; emerg: sink right, every input wrong; "
                   "R→W: sink wrong, most inputs right")
-    for col in ("arm", "kind", "graded", "acc", "TTC", "emerg", "R→W", "xcheck", "t/o", "err"):
+    code = any(m.pass_rate is not None for m in metrics)
+    cols = ["arm", "kind", "graded", "acc", "TTC", "emerg", "R→W", "xcheck", "t/o", "err"]
+    if code:
+        cols[4:4] = ["tests", "pass@k"]
+        table.caption = str(table.caption) + "; tests: mean share of tests passed; pass@k: unbiased, mean over problems"
+    for col in cols:
         table.add_column(col, justify="left" if col in ("arm", "kind") else "right", no_wrap=True)
     for m in metrics:
         kind = {"topology": "pacore", "self-consistency": "SC"}.get(m.kind, m.kind)
         kind += "" if m.vote_size is None else f" N={m.vote_size}"
         acc = "—" if m.accuracy is None else (
             f"{100 * m.accuracy:.1f} [{100 * (m.ci_low or 0):.0f}-{100 * (m.ci_high or 0):.0f}]")
-        add_text_row(table, m.label, kind, f"{m.graded}/{m.samples}", acc, f"{m.mean_ttc:,.0f}",
-                      _of(m.emergent_n, m.emergent_base, m.emergent), _of(m.flips_n, m.flips_base, m.flips),
-                      _pct(m.cross_check), str(m.timeouts), str(m.errors))
+        cells = [m.label, kind, f"{m.graded}/{m.samples}", acc, f"{m.mean_ttc:,.0f}",
+                 _of(m.emergent_n, m.emergent_base, m.emergent), _of(m.flips_n, m.flips_base, m.flips),
+                 _pct(m.cross_check), str(m.timeouts), str(m.errors)]
+        if code:
+            cells[4:4] = [_pct(m.pass_rate), " ".join(f"{k}={100 * v:.0f}" for k, v in m.pass_at.items()) or "—"]
+        add_text_row(table, *cells)
     return table
 
 
@@ -156,9 +181,13 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
     return path
 
 
+def _csv_value(value: object) -> object:
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+
+
 def write_csvs(report: Report, outcomes: Sequence[SampleOutcome], folder: Path) -> list[Path]:
     """The files of ``_columns.CSV_FILES`` (columns in that order)."""
-    metric_rows = [[getattr(m, c) for c in METRICS_COLUMNS] for m in report.metrics]
+    metric_rows = [[_csv_value(getattr(m, c)) for c in METRICS_COLUMNS] for m in report.metrics]
     round_cols = list(ROUND_COLUMNS)[1:]
     round_rows = [[m.label, *[getattr(r, c) for c in round_cols]] for m in report.metrics for r in m.rounds]
     sample_rows = [[getattr(o, c) if c != "nodes" else len(o.nodes) for c in SAMPLE_COLUMNS] for o in outcomes]
@@ -263,6 +292,8 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
                         roles=effective_roles(arm_tables))
         _engine_tokens(report, store, outcomes)
         engine = load_engine_figures(store)
+        grading = [json.loads(v) for _, v in store.meta_items("grading_figures:")]
+        report.grading = grading
         folder = out / "report"
         if csv_files or plots:
             folder.mkdir(parents=True, exist_ok=True)
@@ -303,6 +334,8 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
             console.print(engine_table(engine))
         if len({r["engine"] for r in report.engine_tokens}) > 1 or report.costs:
             console.print(engine_tokens_table(report))
+        for line in grading_lines(grading):
+            console.print(line, markup=False, highlight=False)
         for f in report.files:
             console.print(f"wrote {f}", markup=False)
     return report

@@ -72,9 +72,10 @@ from ._baselines import (
     pool_compatible,
     trajectory_records,
 )
+from ._code_grading import CodeGrader
 from ._datasets import load_problems
 from ._engines import create_engines, require_usage
-from ._grading import Grader
+from ._graders import AnswerGrader, make_grader
 from ._spec import ArmSpec, StudySpec
 from ._store import NodeOutcome, NodeStatus, ResultStore, SampleOutcome
 
@@ -112,13 +113,15 @@ class StudyRunSummary:
     skipped_phase2: bool = False
     elapsed: float = 0.0
     engine: dict[str, Any] = field(default_factory=dict)
+    #: code grading: tests and samples executed, time, tests/s, sandbox and mode
+    grading: dict[str, Any] = field(default_factory=dict)
 
 
 class _GradeAsFinished:
     """A ``RunObserver`` that starts grading each node in ``tg`` as soon as its record is final;
     the verdict lands in the grader's cache, where ``_grade_nodes`` finds it."""
 
-    def __init__(self, tg: TaskGroup, grader: Grader, gold: str | None) -> None:
+    def __init__(self, tg: TaskGroup, grader: AnswerGrader, gold: str | None) -> None:
         self.tg, self.grader, self.gold = tg, grader, gold
 
     def node_finished(self, record: NodeRecord) -> None:
@@ -136,7 +139,7 @@ class _GradeAsFinished:
 
 
 class StudyRunner:
-    def __init__(self, spec: StudySpec, store: ResultStore, engine: Engine, grader: Grader,
+    def __init__(self, spec: StudySpec, store: ResultStore, engine: Engine, grader: AnswerGrader,
                  problems: Sequence[Problem], progress: Progress | None = None,
                  engines: Mapping[str, Engine] | None = None) -> None:
         self.spec, self.store, self.engine, self.grader = spec, store, engine, grader
@@ -157,13 +160,14 @@ class StudyRunner:
 
         async def one(i: int, rec: NodeRecord) -> None:
             status: NodeStatus = "failed"
-            answer = None
+            answer, tests, pass_rate = None, None, None
             if rec.error is None and rec.content is not None:
                 grade = await self.grader.grade(problem.answer, rec.message)
-                status, answer = grade.status, grade.answer
+                status, answer, tests, pass_rate = grade.status, grade.answer, grade.tests, grade.pass_rate
             out[i] = NodeOutcome(id=rec.id, round=rec.round, agent=rec.agent, inputs=list(rec.inputs),
                                  tokens=rec.usage.completion_tokens, status=status, answer=answer,
-                                 cross_refs=bool(rec.inputs) and mentions_references(rec))
+                                 cross_refs=bool(rec.inputs) and mentions_references(rec),
+                                 tests=tests, pass_rate=pass_rate)
 
         async with anyio.create_task_group() as tg:
             for i, rec in enumerate(records):
@@ -298,7 +302,7 @@ class StudyRunner:
 async def run_study(spec: StudySpec, out_dir: str | Path, *, spec_text: str | None = None,
                     engine: Engine | None = None, progress: bool = False,
                     console: Console | None = None,
-                    grader_factory: Callable[[], Grader] | None = None,
+                    grader_factory: Callable[[], AnswerGrader] | None = None,
                     engines: Mapping[str, Engine] | None = None) -> StudyRunSummary:
     """Run (or resume) ``spec`` into ``out_dir``. ``engine``: use this engine (not closed here)
     instead of creating one from ``spec.engine``; ``engines``: the same for the named engines of
@@ -313,11 +317,16 @@ async def run_study(spec: StudySpec, out_dir: str | Path, *, spec_text: str | No
 
 async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None, engine: Engine | None,
                      progress: bool, console: Console | None,
-                     grader_factory: Callable[[], Grader] | None,
+                     grader_factory: Callable[[], AnswerGrader] | None,
                      given: dict[str, Engine]) -> StudyRunSummary:
     started = time.monotonic()
-    grader = grader_factory() if grader_factory else Grader(workers=spec.grading.workers,
-                                                            timeout=spec.grading.timeout)
+    grader = grader_factory() if grader_factory else make_grader(spec.grading)
+    grader_ready = anyio.Event()
+
+    async def start_grader() -> None:
+        await grader.start()  # the code grader's canaries: a failure ends the study here
+        grader_ready.set()
+
     own: Engine | None = None
     owned: dict[str, Engine] = {}
     try:
@@ -326,7 +335,7 @@ async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None
             # this process's own start-up. Left to the first check it would start where rounds
             # hand over, with the engine waiting for this process; started later it takes CPU
             # from a busy engine on a small machine. Measured in BENCHMARKS.md.
-            tg.start_soon(grader.start)
+            tg.start_soon(start_grader)
             problems = load_problems(spec.dataset)
             own = create_engine(spec.engine, retry=spec.retry) if engine is None else None
             base = engine or own
@@ -343,14 +352,16 @@ async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None
                 except EngineError as exc:
                     raise EngineError(f"engine {name!r} did not start: {exc}", endpoint=exc.endpoint,
                                       status=exc.status) from exc
+            if isinstance(grader, CodeGrader):
+                await grader_ready.wait()  # and a code grader that does not execute right
             store = ResultStore.open(out_dir, spec, spec_text)
             try:
                 done = store.done_keys()
                 keys = {(a.name, p.id, s) for a in spec.arms for p in problems for s in range(spec.samples)}
                 summary = StudyRunSummary(total=len(keys), already_done=len(keys & done))
                 columns = (SpinnerColumn(), TextColumn("{task.description}", style="progress.description",
-                                                       markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           TextColumn("ETA"), TimeRemainingColumn())
+                                                       markup=False), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
                 executor = executor_for(base)
                 executor.refresh()
                 before, t0 = await base.stats(), time.time()
@@ -361,6 +372,9 @@ async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None
                     runner = StudyRunner(spec, store, base, grader, problems, bar if progress else None, named)
                     await runner.run(summary)
                 summary.engine = await _engine_figures(store, base, executor, before, t0, summary.ran)
+                if isinstance(grader, CodeGrader):
+                    summary.grading = grader.figures()
+                    await store.call(store.set_meta_once, f"grading_figures:{t0:.3f}", json.dumps(summary.grading))
                 tg.cancel_scope.cancel()  # a grader start still waiting: not needed now
             finally:
                 store.close()

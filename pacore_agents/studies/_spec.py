@@ -41,6 +41,7 @@ from pacore_agents.engines import (
     parse_engine_options,
     results_fingerprint,
 )
+from pacore_agents.execution import ExecutionSettings
 
 from ._datasets import DatasetSpec
 from ._engines import (
@@ -151,15 +152,29 @@ def describe_role(role: Role) -> str:
     return " ".join(f"{k}={v}" for k, v in role_summary(role).items() if v)
 
 
+GraderKind = Literal["math", "code"]
+
+
 class GradingSpec(BaseModel):
-    """How answers are graded: math-verify in a process pool, a timeout per check. Every node's
-    message is graded as soon as its record is final, while the rest of its unit runs; the
-    pool's worker starts with the study (it loads math-verify, not the study's own modules)."""
+    """How answers are graded: ``grader = "math"`` (math-verify in a process pool, a timeout per
+    check) or ``"code"`` (every test of a program run in a sandbox, ``[grading.code]``). Every
+    node's message is graded as soon as its record is final, while the rest of its unit runs;
+    the math pool's worker starts with the study (it loads math-verify, not the study's own
+    modules); the code grader runs its canaries as the study starts."""
 
     model_config = ConfigDict(extra="forbid")
 
+    grader: GraderKind = Field(default="math", description="math (math-verify) or code (execution)")
     timeout: float = Field(default=5.0, gt=0, description="seconds per math-verify check")
-    workers: int = Field(default=1, ge=1, description="grading processes")
+    workers: int = Field(default=1, ge=1, description="grading processes (math) or sandboxes at once (code)")
+    code: ExecutionSettings = Field(default_factory=ExecutionSettings, description="the [grading.code] "
+                                    "table: mode (lcb | judge), sandbox (bwrap | none), timeouts, limits")
+
+    @model_validator(mode="after")
+    def _code_table(self) -> GradingSpec:
+        if self.grader != "code" and self.code != ExecutionSettings():  # a dump's defaults are fine
+            raise ValueError("[grading.code] is for grader = 'code': set [grading] grader = 'code' or remove it")
+        return self
 
 
 # Fields that may change between runs into the same out dir: they do not change results.
@@ -191,7 +206,7 @@ class StudySpec(BaseModel):
                                      "(arms and roles override fields of it)")
     retry: RetryPolicy = Field(default=RetryPolicy(), description="retries of transient engine errors")
     trajectory_pool: bool = Field(default=False, description="share round-1 trajectories across arms")
-    grading: GradingSpec = Field(default=GradingSpec(), description="math-verify's timeout and processes")
+    grading: GradingSpec = Field(default=GradingSpec(), description="the grader (math or code) and its options")
     arms: list[ArmSpec] = Field(default_factory=list, description="[[arms]] tables")
     sweep: list[SweepSpec] = Field(default_factory=list, description="[[sweep]] tables: grids of topology "
                                    "arms, expanded into arms when the spec loads (and then emptied)")
@@ -259,6 +274,13 @@ class StudySpec(BaseModel):
             if arm.baseline == "self-consistency" and arm.n is None and not runs:
                 raise ValueError(f"arm {arm.name!r}: self-consistency matches the budget of topology "
                                  "arms, and the study has none: add one, or give n = [vote sizes]")
+        code_data = self.dataset.is_code()
+        if code_data and self.grading.grader != "code":
+            raise ValueError("this dataset's answers are programs graded by execution: set [grading] "
+                             "grader = 'code'")
+        if not code_data and self.grading.grader == "code":
+            raise ValueError("grader = 'code' needs a code dataset (name = 'humaneval', kind = "
+                             "'livecodebench' or kind = 'code-tasks')")
         for arm in self.arms:
             for target in arm.match or []:
                 if target not in runs:

@@ -14,6 +14,8 @@ of one problem are correlated.
   With exactly one graded sample per problem in both arms, the exact McNemar test: a two-sided
   binomial test (p = 1/2) on the discordant problems (``a_only`` right only in A, ``b_only``
   right only in B); with several samples per problem no p-value is given.
+- ``pass_at_k``: the unbiased estimator of pass@k (Chen et al., 2021) from n samples of which c
+  passed, ``1 - C(n-c, k) / C(n, k)``; ``mean_pass_at_k`` averages it over problems.
 """
 
 from __future__ import annotations
@@ -28,6 +30,25 @@ from pydantic import BaseModel
 
 Z95 = 1.959963984540054
 BOOTSTRAP_RESAMPLES = 2000
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimate from ``n`` samples, ``c`` correct (``1 <= k <= n``)."""
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def mean_pass_at_k(by_problem: Mapping[str, Sequence[bool]], ks: Sequence[int] = (1, 2, 4, 8, 16)
+                   ) -> dict[str, float]:
+    """``{"pass@k": mean over problems}`` for every k in ``ks`` that every problem has samples for."""
+    if not by_problem:
+        return {}
+    n_min = min(len(v) for v in by_problem.values())
+    return {f"pass@{k}": sum(pass_at_k(len(v), sum(v), k) for v in by_problem.values()) / len(by_problem)
+            for k in ks if k <= n_min}
 
 
 def wilson_interval(correct: float, n: float, z: float = Z95) -> tuple[float, float]:

@@ -60,6 +60,9 @@ class NodeOutcome(BaseModel):
     status: NodeStatus
     answer: str | None = None
     cross_refs: bool = False
+    #: code grading: each test's outcome (``TestStatus``) in order, and the share passed
+    tests: list[str] | None = None
+    pass_rate: float | None = None
 
 
 class SampleOutcome(BaseModel):
