@@ -18,6 +18,11 @@ class ConfigError(PacoreError, ValueError):
     """Bad user input; the message says what to fix."""
 
 
+class MainGuardError(ConfigError):
+    """A child process (vLLM's engine core, a grading worker) would re-run the main script's
+    unguarded top-level code; the message says what to write (``_main_guard``)."""
+
+
 class TopologyError(ConfigError):
     """An invalid topology; the message names the offending node."""
 

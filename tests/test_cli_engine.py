@@ -147,8 +147,8 @@ def test_a_dead_second_endpoint_fails_the_start_naming_it_without_credentials() 
 
 
 def test_flags_lay_over_a_study_engine_table() -> None:
-    from pacore_agents._cli_engine import EngineFlags
     from pacore_agents._wrappers import RetryPolicy
+    from pacore_agents.cli._engine_flags import EngineFlags
     from pacore_agents.engines import FunctionOptions, OpenAIOptions, VLLMOptions
 
     table = {"kind": "openai", "base_urls": ["http://127.0.0.1:8000/v1"], "model": "m", "use_n": False}
@@ -191,7 +191,7 @@ def test_the_three_commands_take_the_same_engine_flags() -> None:
     the engine's key ``--engine-api-key`` (its ``--api-key`` is the key clients must send)."""
     import typer.main
 
-    from pacore_agents.cli_study import study_app
+    from pacore_agents.cli import study_app
 
     def engine_options(command_app: typer.Typer, name: str) -> set[str]:
         group = typer.main.get_command(command_app)
@@ -206,7 +206,7 @@ def test_the_three_commands_take_the_same_engine_flags() -> None:
 
 
 def test_serve_passes_the_engine_key_to_the_engine_not_the_clients_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pacore_agents import _cli_engine
+    from pacore_agents.cli import _engine_flags as _cli_engine
 
     seen: list[_cli_engine.EngineFlags] = []
 

@@ -193,7 +193,7 @@ def test_ctrl_c_of_a_study_run_leaves_no_worker(tmp_path: Path) -> None:
     err_path = tmp_path / "study.err"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
     with err_path.open("w", encoding="utf-8") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pacore_agents.cli_study", "run", "study.toml",
+        proc = subprocess.Popen([sys.executable, "-m", "pacore_agents", "study", "run", "study.toml",
                                  "--out", "out", "--no-progress", "--no-report"], cwd=tmp_path, env=env,
                                 stdout=err, stderr=err, start_new_session=True, preexec_fn=_as_in_a_terminal)
     try:

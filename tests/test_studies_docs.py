@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from pacore_agents.cli_study import study_app
+from pacore_agents.cli import study_app
 from pacore_agents.studies import StudySpec, load_study, plan_study
 from pacore_agents.studies._columns import CSV_FILES
 from pacore_agents.studies._docs import render_spec_docs

@@ -270,7 +270,7 @@ def test_seeds_sent_only_when_seeded(tmp_path: Path, seeded: bool) -> None:
 def test_cli_report(study: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from pacore_agents.cli_study import study_app
+    from pacore_agents.cli import study_app
 
     runner = CliRunner()
     result = runner.invoke(study_app, ["report", str(study), "--no-plots"])

@@ -77,7 +77,7 @@ baseline = "single"
     out, log = tmp_path / "out", tmp_path / "requests.log"
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "STUDY_LOG": str(log), "STUDY_SLEEP": "0.3"}
-    cmd = [sys.executable, "-m", "pacore_agents.cli_study", "run", str(spec), "--out", str(out),
+    cmd = [sys.executable, "-m", "pacore_agents", "study", "run", str(spec), "--out", str(out),
            "--no-progress", "--no-report"]
     total = PROBLEMS * SAMPLES * len(ARMS)
 

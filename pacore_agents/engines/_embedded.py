@@ -296,9 +296,10 @@ def _status(enabled: bool, message: str) -> Iterator[None]:
         yield
         return
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(stderr=True)
-    console.print(f"[bold]pacore[/]: {message} (one-time, ~30 s)")
+    console.print(f"[bold]pacore[/]: {escape(message)} (one-time, ~30 s)")
     started = time.monotonic()
     yield
     console.print(f"[bold]pacore[/]: converted in {time.monotonic() - started:.1f} s")

@@ -52,6 +52,7 @@ from pacore_agents._engine import (
 )
 from pacore_agents._errors import ConfigError, EngineError, PacoreError
 from pacore_agents._logging import get_logger
+from pacore_agents._main_guard import check_main_guard
 from pacore_agents._messages import ChatMessage
 
 from ._embedded import EMBEDDED_MODEL_NAME, resolve_model
@@ -211,8 +212,7 @@ class VLLMEngine(Engine):
             self._llm = holder.pop("llm")
 
     def _create(self, holder: dict[str, Any]) -> None:
-        """Worker thread: resolve the model, import vLLM, build the engine into ``holder``."""
-        model = resolve_model(self._model)
+        """Worker thread: import vLLM, resolve the model, build the engine into ``holder``."""
         try:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.platforms import current_platform
@@ -223,6 +223,9 @@ class VLLMEngine(Engine):
                 "`pip install -e '.[gpu]'`, or use --engine openai with a server"
             ) from exc
         on_cpu = bool(current_platform.is_cpu())
+        if on_cpu or os.environ.get("VLLM_WORKER_MULTIPROC_METHOD") == "spawn":  # vLLM CPU always spawns
+            check_main_guard("the vLLM engine")
+        model = resolve_model(self._model)
         args: dict[str, Any] = {
             "model": model,
             "dtype": self._dtype,

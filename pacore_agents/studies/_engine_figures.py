@@ -18,6 +18,8 @@ from typing import Any
 
 from rich.table import Table
 
+from pacore_agents._richtext import add_text_row, text_table
+
 from ._columns import ENGINE_COLUMNS
 from ._store import ResultStore
 
@@ -46,14 +48,14 @@ def _fmt(value: Any) -> str:
 
 
 def engine_table(figures: Sequence[dict[str, Any]]) -> Table:
-    table = Table(title="engine side, per `pacore study run` (sequences in flight: the executor's)")
+    table = text_table(title="engine side, per `pacore study run` (sequences in flight: the executor's)")
     for name in ("run", "samples", "window", "mean seqs", "peak", "busy s", "orchestration",
                  "prefill computed", "prefill cached"):
         table.add_column(name, justify="right")
     for i, f in enumerate(figures, start=1):
         busy, orch = f.get("engine_busy_seconds") or 0.0, f.get("orchestration_seconds") or 0.0
         share = f" ({orch / busy:.2%})" if busy else ""
-        table.add_row(str(i), _fmt(f.get("samples_run")), _fmt(f.get("window")),
+        add_text_row(table, str(i), _fmt(f.get("samples_run")), _fmt(f.get("window")),
                       _fmt(f.get("mean_sequences_in_flight")), _fmt(f.get("peak_sequences_in_flight")),
                       _fmt(busy), f"{orch:.3f} s{share}", _fmt(f.get("prefill_computed_tokens")),
                       _fmt(f.get("prefill_cached_tokens")))

@@ -29,6 +29,7 @@ import anyio
 from pydantic import BaseModel
 
 from pacore_agents._errors import PacoreError
+from pacore_agents._main_guard import check_main_guard
 from pacore_agents._roles import last_boxed
 
 from ._datasets import gsm8k_gold
@@ -127,6 +128,7 @@ class Grader:
         self._cache: dict[tuple[str, str], Grade] = {}
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
+        check_main_guard("the grader")
         return cf.ProcessPoolExecutor(max_workers=self.workers, initializer=worker_init,
                                       initargs=(os.getpid(),),
                                       mp_context=multiprocessing.get_context("spawn"))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 from rich.table import Table
 
+from pacore_agents._richtext import add_text_row, text_table
 from pacore_agents._roles import default_role
 
 from ._datasets import load_problems
@@ -65,13 +66,13 @@ def plan_study(spec: StudySpec) -> tuple[int, list[ArmPlan]]:
 
 
 def plan_table(spec: StudySpec, problems: int, plans: Sequence[ArmPlan]) -> Table:
-    table = Table(title=f"study {spec.name}: {problems} problems x {spec.samples} samples (dry run: "
+    table = text_table(title=f"study {spec.name}: {problems} problems x {spec.samples} samples (dry run: "
                   "no engine started)", caption="TTC bound: the most completion tokens one unit can "
                   "use (every node at its max_tokens); —: unbounded (no max_tokens) or not known yet")
     for col in ("arm", "kind", "widths", "nodes/unit", "units", "max tokens", "TTC bound/unit", "note"):
         table.add_column(col, justify="left" if col in ("arm", "kind", "note") else "right")
     for p in plans:
-        table.add_row(p.name, p.kind, ",".join(map(str, p.widths)) or "—", str(p.nodes or "—"), str(p.units),
+        add_text_row(table, p.name, p.kind, ",".join(map(str, p.widths)) or "—", str(p.nodes or "—"), str(p.units),
                       "—" if p.max_tokens is None else str(p.max_tokens),
                       "—" if p.ttc_bound is None else f"{p.ttc_bound:,}", p.note)
     return table

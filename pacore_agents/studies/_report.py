@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pacore_agents._errors import ConfigError
+from pacore_agents._richtext import add_text_row, text_table
 
 from ._columns import METRICS_COLUMNS, PAIR_COLUMNS, ROLE_COLUMNS, ROUND_COLUMNS, SAMPLE_COLUMNS
 from ._engine_figures import (
@@ -60,7 +61,7 @@ def _of(n: int, base: int, rate: float | None) -> str:
 def metrics_table(metrics: Sequence[ArmMetrics], title: str = "study") -> Table:
     """Accuracy in % with its 95% interval; emergent and right->wrong as rate (n/base)."""
     clustered = any(m.ci_method != "wilson" for m in metrics)
-    table = Table(title=title, caption="acc: % [95% " + ("Wilson, clustered by problem" if clustered else "Wilson")
+    table = text_table(title=title, caption="acc: % [95% " + ("Wilson, clustered by problem" if clustered else "Wilson")
                   + "]; TTC: mean effective tokens per sample; emerg: sink right, every input wrong; "
                   "R→W: sink wrong, most inputs right")
     for col in ("arm", "kind", "graded", "acc", "TTC", "emerg", "R→W", "xcheck", "t/o", "err"):
@@ -70,7 +71,7 @@ def metrics_table(metrics: Sequence[ArmMetrics], title: str = "study") -> Table:
         kind += "" if m.vote_size is None else f" N={m.vote_size}"
         acc = "—" if m.accuracy is None else (
             f"{100 * m.accuracy:.1f} [{100 * (m.ci_low or 0):.0f}-{100 * (m.ci_high or 0):.0f}]")
-        table.add_row(m.label, kind, f"{m.graded}/{m.samples}", acc, f"{m.mean_ttc:,.0f}",
+        add_text_row(table, m.label, kind, f"{m.graded}/{m.samples}", acc, f"{m.mean_ttc:,.0f}",
                       _of(m.emergent_n, m.emergent_base, m.emergent), _of(m.flips_n, m.flips_base, m.flips),
                       _pct(m.cross_check), str(m.timeouts), str(m.errors))
     return table
@@ -97,7 +98,7 @@ def _swap(p: PairedComparison) -> PairedComparison:
 
 
 def pairs_table(pairs: Sequence[PairedComparison]) -> Table:
-    table = Table(title="paired comparisons (same problems)",
+    table = text_table(title="paired comparisons (same problems)",
                   caption="diff: accuracy points, A - B, [95% paired bootstrap over problems]; "
                   "p: exact McNemar (one sample per problem)")
     for col in ("A", "B", "problems", "acc A", "acc B", "diff [95%]", "A only", "B only", "p"):
@@ -105,7 +106,7 @@ def pairs_table(pairs: Sequence[PairedComparison]) -> Table:
     for p in pairs:
         if p.diff is None:
             continue
-        table.add_row(p.a, p.b, str(p.problems), _pct(p.acc_a), _pct(p.acc_b),
+        add_text_row(table, p.a, p.b, str(p.problems), _pct(p.acc_a), _pct(p.acc_b),
                       f"{100 * p.diff:+.1f} [{100 * (p.diff_low or 0):+.0f}, {100 * (p.diff_high or 0):+.0f}]",
                       "—" if p.a_only is None else str(p.a_only), "—" if p.b_only is None else str(p.b_only),
                       "—" if p.p_value is None else f"{p.p_value:.3g}")
@@ -113,22 +114,22 @@ def pairs_table(pairs: Sequence[PairedComparison]) -> Table:
 
 
 def roles_table(roles: dict[str, dict[str, dict[str, str]]]) -> Table:
-    table = Table(title="effective roles per topology arm")
+    table = text_table(title="effective roles per topology arm")
     for col in ("arm", "role", "template", "system", "compaction", "sampling"):
         table.add_column(col)
     for arm, by_role in roles.items():
         for role, summary in by_role.items():
-            table.add_row(arm, role, *(summary[k] or "—" for k in ("template", "system", "compaction", "sampling")))
+            add_text_row(table, arm, role, *(summary[k] or "—" for k in ("template", "system", "compaction", "sampling")))
     return table
 
 
 def rounds_table(metrics: Sequence[ArmMetrics]) -> Table:
-    table = Table(title="per round (tokens = mean per sample)")
+    table = text_table(title="per round (tokens = mean per sample)")
     for col in ("arm", "round", "nodes", "failed", "tokens", "accuracy", "consensus", "cross-check"):
         table.add_column(col, justify="left" if col == "arm" else "right")
     for m in metrics:
         for r in m.rounds:
-            table.add_row(m.label, str(r.round), str(r.nodes), str(r.failed), f"{r.tokens:,.1f}", _pct(r.accuracy),
+            add_text_row(table, m.label, str(r.round), str(r.nodes), str(r.failed), f"{r.tokens:,.1f}", _pct(r.accuracy),
                           _pct(r.consensus), _pct(r.cross_check))
     return table
 
@@ -270,5 +271,5 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         if engine:
             console.print(engine_table(engine))
         for f in report.files:
-            console.print(f"wrote {f}")
+            console.print(f"wrote {f}", markup=False)
     return report

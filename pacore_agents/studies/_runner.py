@@ -324,8 +324,9 @@ async def _run_study(spec: StudySpec, out_dir: str | Path, spec_text: str | None
                 done = store.done_keys()
                 keys = {(a.name, p.id, s) for a in spec.arms for p in problems for s in range(spec.samples)}
                 summary = StudyRunSummary(total=len(keys), already_done=len(keys & done))
-                columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-                           MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+                columns = (SpinnerColumn(), TextColumn("{task.description}", style="progress.description",
+                                                       markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           TextColumn("ETA"), TimeRemainingColumn())
                 executor = executor_for(base)
                 executor.refresh()
                 before, t0 = await base.stats(), time.time()

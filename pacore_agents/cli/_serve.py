@@ -1,6 +1,6 @@
 """``pacore serve``: the command that serves topologies as OpenAI-compatible chat models.
 
-The engine flags are ``pacore run``'s (``_cli_engine``), except that ``--api-key`` is the key
+The engine flags are ``pacore run``'s (``_engine_flags``), except that ``--api-key`` is the key
 clients must send to this server; the engine servers' key is ``--engine-api-key``. Bad flags
 (a bad topology, engine or port) exit with code 2 and one line on stderr.
 """
@@ -15,8 +15,10 @@ from typing import Annotated
 import anyio
 import typer
 
-from ._cli_engine import PANEL, EngineFlags, with_engine_flags
-from ._errors import ConfigError
+from pacore_agents._errors import ConfigError
+
+from ._engine_flags import PANEL, EngineFlags, with_engine_flags
+from ._output import describe_validation, errors, fail
 
 _SERVER = "Server"
 
@@ -44,15 +46,14 @@ def serve_command(
     """Serve PaCoRe topologies as OpenAI-compatible chat models (one engine for all requests)."""
     from pydantic import SecretStr, ValidationError
 
-    from ._logging import configure_logging, register_secret
-    from .cli import fail
+    from pacore_agents._logging import configure_logging, register_secret
 
     configure_logging(verbose=verbose)
     register_secret(api_key)
     register_secret(flags.api_key)
     try:
-        from .engines import create_engine
-        from .serve import ServeSettings, TopologyCatalog, bind, serve
+        from pacore_agents.engines import create_engine
+        from pacore_agents.serve import ServeSettings, TopologyCatalog, bind, serve
     except ImportError as exc:
         fail(f"pacore serve needs FastAPI and uvicorn: pip install 'pacore-agents[serve]' ({exc})")
     try:
@@ -70,8 +71,7 @@ def serve_command(
         eng = create_engine(options, retry=retry)
         sock = bind(host, port)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        fail(f"bad option --{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}")
+        fail(describe_validation(exc, lambda where: "--" + where.replace(".", "-").replace("_", "-")))
     except ConfigError as exc:
         fail(str(exc))
 
@@ -79,4 +79,5 @@ def serve_command(
         print(f"pacore serve: listening on {url}/v1 (engine {options.kind}: starting)", file=sys.stderr, flush=True)
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
-    anyio.run(serve, eng, settings, sock, ready)
+    with errors():
+        anyio.run(serve, eng, settings, sock, ready)

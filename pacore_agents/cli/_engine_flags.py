@@ -1,6 +1,5 @@
 """The engine flags of ``pacore run``, ``pacore study run`` and ``pacore serve``, defined once
-(``with_engine_flags`` gives a command all of them as one ``EngineFlags``), and the errors the
-commands turn into one line and an exit code.
+(``with_engine_flags`` gives a command all of them as one ``EngineFlags``).
 
 Every flag defaults to None, meaning "not given": ``EngineFlags.options(base)`` lays the given
 flags over ``base`` (a study's ``[engine]`` table; nothing for ``pacore run``). ``--engine`` with
@@ -20,13 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ._errors import ConfigError, PacoreError, unwrap_exception_group
+from pacore_agents._errors import ConfigError
 
 if TYPE_CHECKING:  # imported where used: the CLI's modules stay light to import
     from pydantic import BaseModel
 
-    from ._wrappers import RetryPolicy
-    from .engines import EngineOptions
+    from pacore_agents._wrappers import RetryPolicy
+    from pacore_agents.engines import EngineOptions
 
 #: the help panel of the engine flags
 PANEL = "Engine"
@@ -130,8 +129,8 @@ class EngineFlags:
         """
         from pydantic import BaseModel
 
-        from .engines import parse_engine_options
-        from .engines._endpoints import normalize_base_url
+        from pacore_agents.engines import parse_engine_options
+        from pacore_agents.engines._endpoints import normalize_base_url
 
         data: dict[str, Any] = dict(base.model_dump() if isinstance(base, BaseModel) else base or {})
         kind = str(data.get("kind", "vllm"))
@@ -169,7 +168,7 @@ class EngineFlags:
 
     def retry(self, base: RetryPolicy | None = None) -> RetryPolicy:
         """``base`` (default ``RetryPolicy()``) with ``--retries`` / ``--request-timeout`` applied."""
-        from ._wrappers import RetryPolicy
+        from pacore_agents._wrappers import RetryPolicy
 
         policy = base or RetryPolicy()
         update: dict[str, Any] = {}
@@ -210,13 +209,3 @@ def with_engine_flags(**renamed: tuple[str, Any]) -> Callable[[Callable[..., _R]
 
     return decorate
 
-
-def exit_code_for(exc: BaseException) -> tuple[BaseException, int] | None:
-    """The error to show for ``exc`` (an exception group unwrapped) and its exit code: 2 for bad
-    input (``ConfigError``), 1 for other library errors; None for anything else (a bug)."""
-    leaf = unwrap_exception_group(exc)
-    if isinstance(leaf, ConfigError):
-        return leaf, 2
-    if isinstance(leaf, PacoreError):
-        return leaf, 1
-    return None

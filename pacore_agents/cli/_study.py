@@ -1,42 +1,29 @@
-"""``pacore study run|report``: the studies sub-app (mounted by ``pacore_agents.cli``).
+"""``pacore study run|report|schema``: the studies sub-app (mounted by ``pacore_agents.cli``).
 
 ``run`` runs or resumes a study into ``--out`` (rerun the same command after a crash or a
 kill: finished samples are kept, the rest run); ``report`` prints the metrics and writes CSV
 files and PNG plots into ``<out>/report``. Bad input exits 2; failed samples exit 1.
-Also runnable as ``python -m pacore_agents.cli_study``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
-from rich.console import Console
 
-from ._cli_engine import EngineFlags, exit_code_for, with_engine_flags
-from ._errors import ConfigError, PacoreError
+from ._engine_flags import EngineFlags, with_engine_flags
+from ._output import console as _console
+from ._output import errors, fail, note
 
 if TYPE_CHECKING:
-    from .studies import StudySpec
+    from rich.console import Console
+
+    from pacore_agents.studies import StudySpec
 
 study_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Run and report studies: arms x problems x samples, resumable.")
-_err = Console(stderr=True)
-
-
-def _console() -> Console:
-    """Wide tables when the output is a file or a pipe (rich would use 80 columns)."""
-    return Console() if sys.stdout.isatty() else Console(width=140)
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    _err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 @study_app.command("run")
 @with_engine_flags()
 def run_command(
@@ -52,12 +39,13 @@ def run_command(
 ) -> None:
     """Run (or resume) the study in STUDY.toml into --out. Engine flags override the study's
     [engine] table (and --retries / --request-timeout its [retry] table)."""
-    from ._logging import configure_logging
-    from .studies import load_study, run_study
+    from pacore_agents._logging import configure_logging
+    from pacore_agents.studies import load_study, run_study
 
     configure_logging(verbose=verbose)
     console = _console()
-    try:
+    with errors(interrupted=f"interrupted; run the same command again to resume (finished samples "
+                            f"are kept in {out})"):
         spec = load_study(spec_path)
         if flags.given():
             spec = spec.model_copy(update={"engine": flags.options(spec.engine), "retry": flags.retry(spec.retry)})
@@ -65,35 +53,30 @@ def run_command(
             _dry_run(spec, console)
             return
         if out is None:
-            _fail("give --out DIR: the folder the results go to (or --dry-run to see the plan)")
+            fail("give --out DIR: the folder the results go to (or --dry-run to see the plan)")
         text = spec_path.read_text(encoding="utf-8")
         summary = anyio.run(lambda: run_study(spec, out, spec_text=text, progress=progress, console=console))
-    except (PacoreError, BaseExceptionGroup) as exc:
-        mapped = exit_code_for(exc)
-        if mapped is None:
-            raise
-        leaf, code = mapped
-        _fail(str(leaf), code)
-    except KeyboardInterrupt:
-        _fail(f"interrupted; run the same command again to resume (finished samples are kept in {out})", 130)
     console.print(f"{summary.ran} samples run now, {summary.already_done} were already stored, "
-                  f"{summary.total} in the study; {summary.elapsed:.1f}s")
+                  f"{summary.total} in the study; {summary.elapsed:.1f}s", markup=False)
     for arm, sizes in summary.sc_sizes.items():
-        console.print(f"self-consistency {arm}: vote sizes {sizes}")
+        console.print(f"self-consistency {arm}: vote sizes {sizes}", markup=False)
     if report:
-        from .studies import build_report  # the report's modules (numpy, plots) load only for it
+        from pacore_agents.studies import (
+            build_report,  # the report's modules (numpy, plots) load only for it
+        )
 
-        build_report(out, console=console)
+        with errors():
+            build_report(out, console=console)
     if summary.failed:
         for line in summary.failed[:10]:
-            _err.print(f"failed: {line}", highlight=False, soft_wrap=True)
+            note("failed", line, style="red")
         extra = " (self-consistency waits for them)" if summary.skipped_phase2 else ""
-        _fail(f"{len(summary.failed)} samples failed{extra}; run the same command again to retry them", 1)
+        fail(f"{len(summary.failed)} samples failed{extra}; run the same command again to retry them", 1)
 
 
 def _dry_run(spec: StudySpec, console: Console) -> None:
-    from .studies import plan_study, plan_table
-    from .studies._report import roles_table
+    from pacore_agents.studies import plan_study, plan_table
+    from pacore_agents.studies._report import roles_table
 
     problems, plans = plan_study(spec)
     console.print(plan_table(spec, problems, plans))
@@ -101,7 +84,7 @@ def _dry_run(spec: StudySpec, console: Console) -> None:
     units = sum(p.units for p in plans)
     bounds = [p.ttc_bound * p.units for p in plans if p.ttc_bound is not None]
     console.print(f"{units} units in all; at most {sum(bounds):,} completion tokens for the "
-                  f"{len(bounds)} arms with a bound; engine: {spec.engine.kind} (not started)")
+                  f"{len(bounds)} arms with a bound; engine: {spec.engine.kind} (not started)", markup=False)
 
 
 @study_app.command("schema")
@@ -109,7 +92,7 @@ def schema_command() -> None:
     """Print the JSON schema of a study file (TOML with this structure)."""
     import json
 
-    from .studies import StudySpec
+    from pacore_agents.studies import StudySpec
 
     typer.echo(json.dumps(StudySpec.model_json_schema(), indent=2, ensure_ascii=False))
 
@@ -121,15 +104,9 @@ def report_command(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="write PNG plots")] = True,
 ) -> None:
     """Print the metrics table of the study in OUT; write CSVs and plots into OUT/report."""
-    from ._logging import configure_logging
-    from .studies import build_report
+    from pacore_agents._logging import configure_logging
+    from pacore_agents.studies import build_report
 
     configure_logging()
-    try:
+    with errors():
         build_report(out, csv_files=csv_files, plots=plots, console=_console())
-    except ConfigError as exc:
-        _fail(str(exc))
-
-
-if __name__ == "__main__":
-    study_app()

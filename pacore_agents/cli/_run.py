@@ -1,35 +1,30 @@
-"""The ``pacore`` command line. Bad input exits with code 2 and one line on stderr."""
+"""``pacore run`` (one problem, one topology, the sink's answer on stdout) and ``pacore
+topologies``. Bad input exits 2 with one line on stderr; a failed run exits 1 (its trace is
+still written with ``--trace``)."""
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import typer
-from rich.console import Console
+from rich.markup import escape
 
-from ._cli_engine import EngineFlags, exit_code_for, with_engine_flags
-from ._errors import ConfigError, PacoreError, RunFailedError
+from pacore_agents._errors import RunFailedError
+
+from ._engine_flags import EngineFlags, with_engine_flags
+from ._output import dim, err, errors, fail, note
 
 if TYPE_CHECKING:  # the commands import what they run: a process that imports this module
-    from ._messages import Problem  # (a grading worker re-imports the entry script) stays light
-    from ._references import OrderPolicy
-    from ._trace import RunTrace
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="PaCoRe: parallel coordinated reasoning where every trajectory is an agent.")
-err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
+    from pacore_agents._messages import (
+        Problem,  # (a grading worker re-imports the entry script) stays light
+    )
+    from pacore_agents._references import OrderPolicy
+    from pacore_agents._trace import RunTrace
 
 def parse_widths(text: str) -> list[int]:
     try:
@@ -57,7 +52,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def read_problem(problem: str) -> Problem:
     """The problem text, ``-`` for stdin, or ``@file.json`` holding chat messages."""
-    from ._messages import Problem
+    from pacore_agents._messages import Problem
 
     if problem == "-":
         problem = sys.stdin.read()
@@ -72,7 +67,6 @@ def read_problem(problem: str) -> Problem:
     return Problem.coerce(problem)
 
 
-@app.command("run")
 @with_engine_flags()
 def run_command(
     problem: Annotated[str, typer.Argument(help="the problem text; '-' reads stdin; @file.json holds chat messages")],
@@ -99,19 +93,17 @@ def run_command(
     flags: EngineFlags,
 ) -> None:
     """Run PaCoRe on one problem and print the sink's answer."""
-    from pydantic import ValidationError
-
-    from ._config import RunConfig
-    from ._engine import SamplingParams
-    from ._logging import configure_logging
-    from ._progress import RichRoundProgress
-    from ._run import run
-    from ._specs import load_topology
-    from ._topology import all_to_all
-    from .engines import create_engine
+    from pacore_agents._config import RunConfig
+    from pacore_agents._engine import SamplingParams
+    from pacore_agents._logging import configure_logging
+    from pacore_agents._progress import RichRoundProgress
+    from pacore_agents._run import run
+    from pacore_agents._specs import load_topology
+    from pacore_agents._topology import all_to_all
+    from pacore_agents.engines import create_engine
 
     configure_logging(verbose=verbose, json_path=log_json, transport=log_transport)
-    try:
+    with errors():
         prob = read_problem(problem)
         overrides = parse_params(param or [])
         topo = load_topology(topology, overrides)
@@ -133,41 +125,32 @@ def run_command(
         )
         options = flags.options()
         eng = create_engine(options, retry=config.retry)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        fail(f"bad option {'.'.join(map(str, first['loc']))}: {first['msg']}")
-    except ConfigError as exc:
-        fail(str(exc))
 
     async def main() -> RunTrace:
         async with eng:
-            with err.status(f"starting the {options.kind} engine ...") if not quiet else nullcontext():
+            with err.status(f"starting the {escape(options.kind)} engine ...") if not quiet else nullcontext():
                 await eng.start()
             with RichRoundProgress(err) if not quiet else nullcontext() as progress:
                 result = await run(prob, topo, eng, config=config, observer=progress)
         return result.trace
 
-    try:
-        result_trace = anyio.run(main)
-    except (PacoreError, BaseExceptionGroup) as exc:
-        mapped = exit_code_for(exc)
-        if mapped is None:
-            raise
-        leaf, code = mapped
+    def keep_failed_trace(leaf: BaseException) -> None:
         if isinstance(leaf, RunFailedError) and trace is not None and leaf.trace is not None:
             write_trace(trace, leaf.trace)
-        fail(str(leaf), code=code)
+
+    with errors(on_library_error=keep_failed_trace):
+        result_trace = anyio.run(main)
     if trace is not None:
         write_trace(trace, result_trace)
     typer.echo(result_trace.answer)
     seconds = result_trace.ended_at - result_trace.started_at
-    err.print(f"[dim]{result_trace.topology_name}: {len(result_trace.nodes)} trajectories, "
-              f"effective TTC {result_trace.effective_ttc} tokens, {seconds:.1f}s[/dim]")
+    dim(f"{result_trace.topology_name}: {len(result_trace.nodes)} trajectories, "
+        f"effective TTC {result_trace.effective_ttc} tokens, {seconds:.1f}s")
     if result_trace.degraded:  # exit 0: there is an answer, but say what it lacks
         failed = [n.id for n in result_trace.nodes if n.status == "failed"]
-        err.print(f"[yellow]degraded:[/yellow] {len(failed)} of {len(result_trace.nodes)} trajectories failed "
-                  f"({', '.join(failed[:8])}{', ...' if len(failed) > 8 else ''}); the answer was synthesized "
-                  "without their messages (see the trace's nodes[].error)", highlight=False, soft_wrap=True)
+        note("degraded", f"{len(failed)} of {len(result_trace.nodes)} trajectories failed "
+             f"({', '.join(failed[:8])}{', ...' if len(failed) > 8 else ''}); the answer was synthesized "
+             "without their messages (see the trace's nodes[].error)")
 
 
 def order_policy(order: str) -> OrderPolicy:
@@ -182,47 +165,12 @@ def write_trace(path: Path, trace: RunTrace) -> None:
     tmp.replace(path)
 
 
-@app.command("topologies")
 def topologies_command() -> None:
     """List the built-in topologies, one line each."""
-    from ._specs import builtin_topologies, load_topology
+    from pacore_agents._specs import builtin_topologies, load_topology
 
     specs = builtin_topologies()
     widths = {name: str(load_topology(name).widths).replace(" ", "") for name in specs}
     pad, wpad = max(map(len, specs)), max(map(len, widths.values()))
     for name, spec in specs.items():
         typer.echo(f"{name:<{pad}}  {widths[name]:<{wpad}}  {spec.description}")
-
-
-def _mount_study() -> None:
-    try:
-        from .cli_study import study_app
-    except ImportError:  # the studies sub-app is optional while it is being built
-        return
-    app.add_typer(study_app, name="study", help="Run and report studies: sweeps over datasets.")
-
-
-_mount_study()
-
-
-def _mount_serve() -> None:
-    from .cli_serve import serve_command  # imports no server library until the command runs
-
-    app.command("serve")(serve_command)
-
-
-_mount_serve()
-
-
-def main() -> None:
-    """Console-script entry point. Whatever the command, everything it opened is closed when
-    ``app`` returns or raises, so the objects left are frozen out of the interpreter's final
-    garbage collection, which would walk all of them (~0.2 s after a study on a server:
-    openai's and pydantic's types) before the process could end. Not with vLLM in the
-    process: its triton bindings (nanobind) report every object the final collection leaves
-    as a leak, and an in-process engine's own shutdown takes seconds anyway."""
-    try:
-        app()
-    finally:
-        if "vllm" not in sys.modules:
-            gc.freeze()
