@@ -33,10 +33,13 @@
     for (var i = 2; i < arguments.length; i++) add(el, arguments[i]);
     return el;
   }
-  function add(el, child) {
-    if (child === undefined || child === null || child === false) return;
-    if (Array.isArray(child)) { child.forEach(function (c) { add(el, c); }); return; }
-    el.appendChild(typeof child === "object" ? child : document.createTextNode(String(child)));
+  function add(el) {  // add(el, child, ...): nodes, arrays of them, or strings (as text)
+    for (var i = 1; i < arguments.length; i++) {
+      var child = arguments[i];
+      if (child === undefined || child === null || child === false) continue;
+      if (Array.isArray(child)) { child.forEach(function (c) { add(el, c); }); continue; }
+      el.appendChild(typeof child === "object" ? child : document.createTextNode(String(child)));
+    }
   }
   function pre(text) { return h("pre", { className: "text", text: text === null || text === undefined ? "—" : text }); }
   function pct(x, digits) { return x === null || x === undefined ? "—" : (100 * x).toFixed(digits === undefined ? 0 : digits) + "%"; }
@@ -220,6 +223,7 @@
 
     var cy = drawGraph(graph, t.nodes);
     state.cy = cy;
+    if (cy.zoom() > 1.2) { cy.zoom(1.2); cy.center(); }  // a small graph: no giant nodes
     var allEdges = cy.edges().length > 0;
 
     function select(id, center) {
@@ -227,7 +231,7 @@
       if (!n) return;
       state.selected = id;
       cy.batch(function () {
-        cy.elements(".ref, .selected, .dim").removeClass("ref selected dim");
+        cy.elements(".ref, .selected, .miss").removeClass("ref selected miss");
         cy.edges(".picked").remove();
         var me = cy.getElementById(id);
         me.addClass("selected");
@@ -239,6 +243,12 @@
           edge.data("order", String(i + 1));
           edge.addClass("ref");
           cy.getElementById(src).addClass("ref");
+        });
+        (n.missing_inputs || []).forEach(function (src) {
+          var eid = "e:" + src + ">" + id;
+          var edge = allEdges ? cy.getElementById(eid) : cy.collection();
+          if (!edge.length) edge = cy.add({ group: "edges", data: { id: eid, source: src, target: id }, classes: "picked missing" });
+          edge.addClass("miss");
         });
       });
       if (center) cy.center(cy.getElementById(id));
@@ -264,18 +274,21 @@
       row.forEach(function (n, i) {
         els.push({ group: "nodes", data: { id: n.id, label: String(n.agent), color: nodeColor(n), status: n.status },
                    position: { x: (i - (row.length - 1) / 2) * dx, y: (Number(r) - 1) * dy } });
-        edges += (n.inputs || []).length;
+        edges += (n.inputs || []).length + (n.missing_inputs || []).length;
       });
     });
     if (edges <= EDGE_LIMIT) {
       nodes.forEach(function (n) {
         (n.inputs || []).forEach(function (src) { els.push({ group: "edges", data: { id: "e:" + src + ">" + n.id, source: src, target: n.id } }); });
+        (n.missing_inputs || []).forEach(function (src) {
+          els.push({ group: "edges", data: { id: "e:" + src + ">" + n.id, source: src, target: n.id }, classes: "missing" });
+        });
       });
     }
     var big = nodes.length > 2000;
     return cytoscape({
       container: container, elements: els, layout: { name: "preset", fit: true, padding: 30 },
-      minZoom: 0.02, maxZoom: 4, wheelSensitivity: 0.3, boxSelectionEnabled: false, autoungrabify: true,
+      minZoom: 0.02, maxZoom: 4, boxSelectionEnabled: false, autoungrabify: true,
       textureOnViewport: big, hideEdgesOnViewport: big, pixelRatio: big ? 1 : "auto", motionBlur: false,
       style: [
         { selector: "node", style: { "background-color": "data(color)", width: 26, height: 26, label: "data(label)",
@@ -285,6 +298,9 @@
         { selector: "edge.ref", style: { width: 2.5, "line-color": "#f2b400", opacity: 1, "target-arrow-shape": "triangle",
           "target-arrow-color": "#f2b400", label: "data(order)", "font-size": 11, "text-background-color": "#fff",
           "text-background-opacity": 1, "z-index": 10 } },
+        { selector: "edge.missing", style: { "line-style": "dashed", "line-color": "#e4a0a0" } },
+        { selector: "edge.miss", style: { width: 2, "line-style": "dashed", "line-color": "#b3261e", opacity: 1,
+          "target-arrow-shape": "triangle", "target-arrow-color": "#b3261e" } },
         { selector: "node.ref", style: { "border-width": 4, "border-color": "#f2b400" } },
         { selector: "node.selected", style: { "border-width": 5, "border-color": "#1d2330", width: 34, height: 34 } }
       ]
