@@ -23,7 +23,7 @@ def _gold(request: GenerationRequest) -> int:
             text = msg.content or ""
             break
     expr = text.split("What is", 1)[1].split("?", 1)[0]
-    return int(eval(expr, {"__builtins__": {}}))  # noqa: S307: the generated arithmetic dataset's own text
+    return sum(int(term) for term in expr.split("+"))  # the dataset's operations are ["+"]
 
 
 def hostile_engine(request: GenerationRequest) -> list[str]:

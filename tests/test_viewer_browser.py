@@ -115,8 +115,15 @@ def test_exported_file_works_offline(data: Path, tmp_path: Path) -> None:
         html = export_html(ViewSource(path), tmp_path / f"{check}.html")
         with browser_context(offline=True) as ctx:
             requests: list[str] = []
-            ctx.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
-                      else (requests.append(route.request.url), route.abort()))
+
+            def only_the_file(route: Any, asked: list[str] = requests) -> None:
+                if route.request.url.startswith("file:"):
+                    route.continue_()
+                else:
+                    asked.append(route.request.url)
+                    route.abort()
+
+            ctx.route("**/*", only_the_file)
             page = ctx.new_page()
             problems = watch(page)
             page.goto(html.as_uri())

@@ -10,7 +10,10 @@ wall time from the trace. Nothing here is computed in the browser.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from pacore_agents._trace import NodeRecord, RunTrace
 from pacore_agents.studies._grading import extract_answer
@@ -20,29 +23,44 @@ from pacore_agents.studies._store import NodeOutcome, SampleOutcome
 
 def _ungraded(nodes: list[NodeRecord], sink: str | None, problem_id: str) -> SampleOutcome:
     """Nodes outside a study as an outcome with no verdicts: a node that sent a message is
-    ``error`` (the grader's "no verdict": counted as sent, never as graded), else ``failed``."""
-    outcomes = [NodeOutcome(id=n.id, round=n.round, agent=n.agent, inputs=n.inputs,
-                            tokens=n.usage.completion_tokens,
-                            status="error" if n.outcome == "ok" and n.message is not None else "failed",
-                            answer=extract_answer(n.message)) for n in nodes]
-    return SampleOutcome(arm="trace", problem_id=problem_id, sample=0, kind="topology", status="error",
-                         effective_ttc=sum(n.tokens for n in outcomes), sink=sink, nodes=outcomes)
+    ``error`` (the grader's "no verdict": counted as sent, never as graded), else ``failed``.
+    Built unvalidated (``model_construct``): every field comes from a validated record."""
+    outcomes = [NodeOutcome.model_construct(
+        id=n.id, round=n.round, agent=n.agent, inputs=n.inputs, tokens=n.usage.completion_tokens,
+        status="error" if n.outcome == "ok" and n.message is not None else "failed",
+        answer=extract_answer(n.message), cross_refs=False) for n in nodes]
+    return SampleOutcome.model_construct(
+        arm="trace", problem_id=problem_id, sample=0, kind="topology", status="error", answer=None,
+        effective_ttc=sum(n.tokens for n in outcomes), sink=sink, nodes=outcomes, degraded=False, elapsed=0.0)
 
 
-def parse_run(data: Any) -> dict[str, Any]:
-    """A stored run as the JSON of a ``RunTrace``, or of a study baseline's sample (``kind``
-    single or self-consistency: its trajectories, no sink). Raises ``ValueError`` (pydantic's
-    ``ValidationError``) if it is neither."""
-    if isinstance(data, dict) and data.get("kind") in ("single", "self-consistency") and "sink" not in data:
-        nodes = [NodeRecord.model_validate(n).model_dump(mode="json") for n in data.get("nodes", [])]
-        return {**data, "nodes": nodes, "sink": None, "answer": None, "rounds": []}
-    return RunTrace.model_validate(data).model_dump(mode="json")
+@dataclass
+class ParsedRun:
+    """A stored run: its JSON as stored (sent to the browser) and its nodes, validated."""
+
+    data: dict[str, Any]
+    records: list[NodeRecord]
 
 
-def run_view(data: dict[str, Any], outcome: SampleOutcome | None = None, *, title: str = "") -> dict[str, Any]:
-    """The JSON the run view draws (see the module), from ``parse_run``'s output.
-    ``outcome``: the study's graded sample (None outside a study)."""
-    records = [NodeRecord.model_validate(n) for n in data["nodes"]]
+def parse_run(data: Any) -> ParsedRun:
+    """A stored run, the JSON of a ``RunTrace`` or of a study baseline's sample (``kind``
+    single or self-consistency: its trajectories, no sink). Validated once; raises pydantic's
+    ``ValidationError`` (or ``TypeError``) if it is neither."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a run is a JSON object, not {type(data).__name__}")
+    if data.get("kind") in ("single", "self-consistency") and "sink" not in data:
+        records = _NODES.validate_python(data.get("nodes", []))
+        return ParsedRun({**data, "sink": None, "answer": None, "rounds": []}, records)
+    return ParsedRun(data, RunTrace.model_validate(data).nodes)
+
+
+_NODES = TypeAdapter(list[NodeRecord])
+
+
+def run_view(run: ParsedRun, outcome: SampleOutcome | None = None, *, title: str = "") -> dict[str, Any]:
+    """The JSON the run view draws (see the module). ``outcome``: the study's graded sample
+    (None outside a study). Node dicts get ``status``, ``grade`` and ``answer`` (in place)."""
+    data, records = run.data, run.records
     graded = outcome is not None
     sample = outcome if outcome is not None else _ungraded(records, data.get("sink"), str(data.get("problem_id")))
     by_id = {nd.id: nd for nd in sample.nodes}

@@ -4,7 +4,8 @@ study's ``--out`` folder.
 Contract: nothing here writes to PATH (a study's SQLite store is opened ``mode=ro``; a trace
 file is read whole). Each method reads afresh, so a study or server writing meanwhile is seen
 at its last committed row / completed file (the server writes each trace atomically); the
-study view's data is cached per ``version()`` (rows stored, last write). Methods are blocking:
+study view's data is cached per ``version()`` (rows stored, last write), trace files and their
+views per (size, mtime) for the last ``CACHED`` files. Methods are blocking:
 async callers run them in worker threads. A bad PATH or request raises ``ConfigError`` with a
 one-line message; a trace file that does not parse is listed with its error, never fatal.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +24,12 @@ from pydantic import ValidationError
 from pacore_agents._errors import ConfigError
 from pacore_agents.studies._store import ResultStore
 
-from ._run import parse_run, run_view
+from ._run import ParsedRun, parse_run, run_view
 from ._study import study_view
 
 SourceKind = Literal["trace", "trace-dir", "study"]
+#: trace files (and run views) kept parsed while unchanged
+CACHED = 8
 _TRACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]*\.json")
 
 
@@ -38,7 +42,15 @@ def _load_json(path: Path) -> Any:
         raise ConfigError(f"{path} is not JSON: {exc}") from exc
 
 
-def _runs_of(path: Path) -> list[dict[str, Any]]:
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return st.st_size, st.st_mtime_ns
+
+
+def _runs_of(path: Path) -> list[ParsedRun]:
     """The runs of a trace file (one, or the ``data`` of a list of n, as ``pacore serve`` writes)."""
     data = _load_json(path)
     items = data["data"] if isinstance(data, dict) and data.get("object") == "list" else [data]
@@ -60,7 +72,6 @@ class ViewSource:
         self.kind: SourceKind
         if self.path.is_file():
             self.kind = "trace"
-            _runs_of(self.path)  # fail now, with the reason, on a file that is no trace
         elif (self.path / ResultStore.DB_NAME).exists():
             self.kind = "study"
             self._store().close()
@@ -68,6 +79,25 @@ class ViewSource:
             self.kind = "trace-dir"
         self._lock = threading.Lock()
         self._study_cache: tuple[str, dict[str, Any]] | None = None
+        self._runs_cache: OrderedDict[Path, tuple[tuple[int, int], list[ParsedRun]]] = OrderedDict()
+        self._views_cache: OrderedDict[tuple[str, int, tuple[int, int]], dict[str, Any]] = OrderedDict()
+        if self.kind == "trace":
+            self._runs(self.path)  # fail now, with the reason, on a file that is no trace
+
+    def _runs(self, path: Path) -> list[ParsedRun]:
+        """``_runs_of(path)``, kept for the last ``CACHED`` files while unchanged (size, mtime)."""
+        stamp = _stamp(path)
+        with self._lock:
+            hit = self._runs_cache.get(path)
+            if hit is not None and hit[0] == stamp:
+                self._runs_cache.move_to_end(path)
+                return hit[1]
+        runs = _runs_of(path)
+        with self._lock:
+            self._runs_cache[path] = (stamp, runs)
+            while len(self._runs_cache) > CACHED:
+                self._runs_cache.popitem(last=False)
+        return runs
 
     def _store(self) -> ResultStore:
         return ResultStore.open_readonly(self.path)
@@ -108,17 +138,16 @@ class ViewSource:
         out: list[dict[str, Any]] = []
         for p in self._trace_files():
             try:
-                runs = _runs_of(p)
+                runs = self._runs(p)
             except ConfigError as exc:
                 out.append({"name": p.name, "index": 0, "error": str(exc)})
                 continue
-            for i, run in enumerate(runs):
-                nodes = run["nodes"]
+            for i, parsed in enumerate(runs):
+                run = parsed.data
                 out.append({"name": p.name, "index": i, "problem_id": run.get("problem_id"),
                             "answer": run.get("answer"), "error": run.get("error"),
-                            "topology": run.get("topology_name"), "nodes": len(nodes),
-                            "failed": sum(n.get("status") not in (None, "ok") or n.get("error") is not None
-                                          for n in nodes),
+                            "topology": run.get("topology_name"), "nodes": len(parsed.records),
+                            "failed": sum(n.outcome != "ok" for n in parsed.records),
                             "effective_ttc": run.get("effective_ttc"), "started_at": run.get("started_at")})
         return out
 
@@ -127,11 +156,20 @@ class ViewSource:
         files = {p.name: p for p in self._trace_files()}
         if name not in files:
             raise ConfigError(f"no trace {name!r} in {self.path}")
-        runs = _runs_of(files[name])
+        path = files[name]
+        key = (name, index, _stamp(path))
+        with self._lock:
+            if key in self._views_cache:
+                return self._views_cache[key]
+        runs = self._runs(path)
         if not 0 <= index < len(runs):
             raise ConfigError(f"{name} holds {len(runs)} run(s): no run {index}")
-        title = name if len(runs) == 1 else f"{name} [{index}]"
-        return run_view(runs[index], title=title)
+        view = run_view(runs[index], title=name if len(runs) == 1 else f"{name} [{index}]")
+        with self._lock:
+            self._views_cache[key] = view
+            while len(self._views_cache) > CACHED:
+                self._views_cache.popitem(last=False)
+        return view
 
     def study(self) -> dict[str, Any]:
         """The study view (cached until a row is written)."""
