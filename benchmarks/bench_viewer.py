@@ -5,7 +5,7 @@ Inputs are synthetic, built with the library's own models (``RunTrace``/``NodeRe
 ``SampleOutcome`` rows in a real ``ResultStore``): the trace has 9 rounds of 1,111 trajectories
 and a sink, each trajectory of rounds 2.. seeing 4 references of the round before (40k edges:
 over the viewer's edge limit, so edges are drawn for the selected node only); the study has
-1,000 problems x 5 arms (single, self-consistency, 3 PaCoRe widths). Measured per input:
+1,000 problems x 5 arms (single, self-consistency, 3 PaCoRe widths: the tests' fixture spec). Measured per input:
 the Python side (building the view's JSON), then in the browser the time from navigation to
 the first painted frame after the view is built (``#app[data-ready]`` plus two animation
 frames), and for the trace the time from a click on the sink to its references highlighted.
@@ -33,6 +33,7 @@ from pacore_agents._trace import NodeRecord, RoundSummary, RunTrace  # noqa: E40
 from pacore_agents.studies import NodeOutcome, ResultStore, SampleOutcome, parse_study  # noqa: E402
 from pacore_agents.viewer import ViewSource, export_html  # noqa: E402
 from tests._browser import browser_context, browser_missing, viewer_server  # noqa: E402
+from tests._viewer_fixtures import study_text  # noqa: E402
 
 FRAMES = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(performance.now()))))"
 
@@ -63,33 +64,10 @@ def big_trace(path: Path, rounds: int = 9, width: int = 1111, refs: int = 4, see
     return len(nodes)
 
 
-STUDY = """
-name = "bench-viewer"
-samples = 1
-[dataset]
-kind = "arithmetic"
-count = {count}
-[engine]
-kind = "function"
-function = "x:y"
-[[arms]]
-name = "single"
-baseline = "single"
-[[arms]]
-name = "sc"
-baseline = "self-consistency"
-match = ["w"]
-[[sweep]]
-name = "w{{widths}}"
-label = "w"
-widths = [[2], [4], [8]]
-"""
-
-
 def big_study(out: Path, problems: int = 1000, seed: int = 0) -> int:
     rng = random.Random(seed)
-    spec = parse_study(STUDY.format(count=problems))
-    store = ResultStore.open(out, spec, STUDY)
+    text = study_text(problems, widths="[[2], [4], [8]]")
+    store = ResultStore.open(out, parse_study(text), text)
     store.set_meta_once("sc_sizes:sc", json.dumps({"w2": 3, "w4": 5, "w8": 9}))
     rows = 0
     try:

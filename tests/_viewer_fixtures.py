@@ -65,14 +65,19 @@ match = ["w"]
 [[sweep]]
 name = "w{{widths}}"
 label = "w"
-widths = [[2], [4]]
+widths = {widths}
 """
+
+
+def study_text(count: int, widths: str = "[[2], [4]]") -> str:
+    """The fixture study: ``count`` generated sums; single, self-consistency and a sweep of widths."""
+    return STUDY.format(count=count, widths=widths)
 
 
 def make_study(out: Path, count: int = 6) -> Path:
     from pacore_agents.studies import parse_study, run_study
 
-    spec = parse_study(STUDY.format(count=count))
+    spec = parse_study(study_text(count))
     anyio.run(lambda: run_study(spec, out, engine=FunctionEngine(hostile_engine)))
     return out
 
