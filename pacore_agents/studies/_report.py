@@ -277,19 +277,41 @@ def all_pairs(metrics: Sequence[ArmMetrics]) -> list[PairedComparison]:
     return out
 
 
+@dataclass
+class StudyResults:
+    """What a store holds, computed: its outcomes (by arm, problem, sample), the arms in spec
+    order (then any others by name), the metrics rows, every pair of rows, and each swept arm's
+    (sweep id, sweep point) for the scaling plot."""
+
+    outcomes: list[SampleOutcome]
+    order: list[str]
+    arm_tables: list[dict[str, Any]]
+    metrics: list[ArmMetrics]
+    pairs: list[PairedComparison]
+    sweeps: dict[str, tuple[str, dict[str, Any]]]
+
+
+def study_results(store: ResultStore) -> StudyResults:
+    """The ``StudyResults`` of ``store`` (reads it; writes nothing)."""
+    outcomes = store.outcomes()
+    order, sizes = _arm_order_and_sizes(store)
+    arm_tables = _spec_arms(store)
+    order += sorted({o.arm for o in outcomes} - set(order))
+    metrics = compute_metrics(outcomes, order, sizes)
+    sweeps = {a["name"]: (a["sweep"], a.get("sweep_point") or {}) for a in arm_tables if a.get("sweep")}
+    return StudyResults(outcomes, order, arm_tables, metrics, all_pairs(metrics), sweeps)
+
+
 def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = True,
                  console: Console | None = None) -> Report:
     """Compute the metrics of the study in ``out_dir``, print them, write CSVs and plots."""
     out = Path(out_dir)
     store = ResultStore.open(out)
     try:
-        outcomes = store.outcomes()
-        order, sizes = _arm_order_and_sizes(store)
-        arm_tables = _spec_arms(store)
-        order += sorted({o.arm for o in outcomes} - set(order))
-        metrics = compute_metrics(outcomes, order, sizes)
-        report = Report(metrics=metrics, samples=len(outcomes), pairs=all_pairs(metrics),
-                        roles=effective_roles(arm_tables))
+        results = study_results(store)
+        outcomes, order, metrics, sweeps = results.outcomes, results.order, results.metrics, results.sweeps
+        report = Report(metrics=metrics, samples=len(outcomes), pairs=results.pairs,
+                        roles=effective_roles(results.arm_tables))
         _engine_tokens(report, store, outcomes)
         engine = load_engine_figures(store)
         grading = [json.loads(v) for _, v in store.meta_items("grading_figures:")]
@@ -311,7 +333,6 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
             report.files.append(plot_rounds(metrics, folder / "rounds.png"))
             if any(f.get("timeline") for f in engine):
                 report.files.append(plot_sequences_in_flight(engine, folder / "sequences_in_flight.png"))
-            sweeps = {a["name"]: (a["sweep"], a.get("sweep_point") or {}) for a in arm_tables if a.get("sweep")}
             if sweeps:
                 report.files.append(plot_scaling(metrics, sweeps, folder / "scaling.png"))
             for arm in order:

@@ -165,6 +165,30 @@ class ResultStore:
             store._check_spec(spec, spec_text)
         return store
 
+    @classmethod
+    def open_readonly(cls, out_dir: str | Path) -> ResultStore:
+        """Open the store of ``out_dir`` for reading only (SQLite ``mode=ro``: nothing is created
+        or written, a study writing it meanwhile is never blocked; readers see each committed row).
+        Raises ``ConfigError`` if it holds no study."""
+        out = Path(out_dir)
+        db = out / cls.DB_NAME
+        if not db.is_file():
+            raise ConfigError(f"{out} holds no study results ({cls.DB_NAME} is missing): run `pacore study run` first")
+        try:
+            conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                                   isolation_level=None)
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("SELECT count(*) FROM results").fetchone()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot read the study results {db}: {exc}") from exc
+        return cls(out, conn)
+
+    def version(self) -> tuple[int, float]:
+        """(rows stored, time of the last one): changes whenever a row is written."""
+        with self._lock:
+            n, last = self._conn.execute("SELECT count(*), max(created_at) FROM results").fetchone()
+        return int(n), float(last or 0.0)
+
     def _check_spec(self, spec: StudySpec, spec_text: str | None) -> None:
         fingerprint = spec.fingerprint()
         saved = self.get_meta("fingerprint")
@@ -221,6 +245,21 @@ class ResultStore:
                 "SELECT trace_json FROM results WHERE arm = ? AND problem_id = ? AND sample = ?",
                 (arm, problem_id, sample)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
+
+    def sample(self, arm: str, problem_id: str, sample: int) -> tuple[SampleOutcome, dict[str, Any]] | None:
+        """The stored outcome and trace of one sample, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT outcome_json, trace_json FROM results WHERE arm = ? AND problem_id = ? AND sample = ?",
+                (arm, problem_id, sample)).fetchone()
+        return None if row is None else (SampleOutcome.model_validate_json(row[0]), dict(json.loads(row[1])))
+
+    def samples(self) -> list[tuple[SampleOutcome, dict[str, Any]]]:
+        """Every stored (outcome, trace), by arm, problem and sample."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT outcome_json, trace_json FROM results ORDER BY arm, problem_id, sample").fetchall()
+        return [(SampleOutcome.model_validate_json(o), dict(json.loads(t))) for o, t in rows]
 
     def put(self, outcome: SampleOutcome, trace_json: str) -> bool:
         """Write one finished sample in one transaction; False if its key was already stored."""
