@@ -2,9 +2,10 @@
 
 Mirrors ../shared/perf_anchor/published_pattern.py (stepfun-ai/PaCoRe ``base_exp.py``, see
 REFERENCE_PATTERN.md): every problem starts at once; ONE global semaphore of ``concurrency``
-(64) requests around every engine call; round r sends K separate ``n=1`` requests with identical
-messages; a barrier per round per problem; round r+1's prompt is the PaCoRe synthesis of round
-r's compacted answers (text after the last ``</think>``), a final round of 1 appended.
+requests (64 in its code, 1024 in its shipped example script) around every engine call; round r
+sends K separate ``n=1`` requests with identical messages; a barrier per round per problem;
+round r+1's prompt is the PaCoRe synthesis of round r's compacted answers (text after the last
+``</think>``), a final round of 1 appended.
 
 Prompts come from pacore_agents itself (``RoleBook``: explorer / synthesizer / sink, and
 ``order_references`` with the ``pacore`` policy: sort by raw length, ``Random(42)`` shuffle),
@@ -39,6 +40,8 @@ from pacore_agents import (
 
 #: the published default (base_exp.py:33)
 PUBLISHED_CONCURRENCY = 64
+#: the semaphore of the published example script (example:21): the pipeline as shipped
+SHIPPED_CONCURRENCY = 1024
 
 
 @dataclass(frozen=True)
