@@ -177,7 +177,7 @@ def _processes_of(uids: range) -> list[int]:
     return found
 
 
-def _wait_none_left(uids: range, within: float = 10.0) -> list[int]:
+def _wait_none_left(uids: range, within: float = 20.0) -> list[int]:
     deadline = time.monotonic() + within
     while (left := _processes_of(uids)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -265,7 +265,7 @@ def test_hostile_programs_are_contained(mode: str, listener: tuple[int, list[byt
             watcher.join()
             assert verdict.statuses[0] in ("wrong_answer", "runtime_error", "timeout", "memory_limit"), (
                 name, verdict)
-            assert elapsed < 5.0 + 3.0, (name, elapsed)  # the sample's wall budget, and the kill
+            assert elapsed < 5.0 + 10.0, (name, elapsed)  # the wall budget, the kill, a loaded machine
             if os.getuid() == 0:
                 assert _wait_none_left(uids) == [], name
                 assert peak[0] <= limits.processes, (name, peak[0])  # RLIMIT_NPROC held, as root
