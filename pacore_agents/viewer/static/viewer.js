@@ -219,7 +219,6 @@
     var cy = drawGraph(graph, t.nodes);
     state.cy = cy;
     state.timings = { page_ms: t1 - t0, graph_ms: performance.now() - t1, since_load_ms: performance.now() };
-    if (cy.zoom() > 1.2) { cy.zoom(1.2); cy.center(); }  // a small graph: no giant nodes
     var allEdges = cy.edges().length > 0;
 
     function select(id, center) {
@@ -311,11 +310,13 @@
       { selector: "node.ref", style: { "border-width": 4, "border-color": "#f2b400" } },
       { selector: "node.selected", style: { "border-width": 5, "border-color": "#1d2330", width: 34, height: 34 } });
     var cy = cytoscape({
-      container: container, elements: els, minZoom: 0.02, maxZoom: 4, boxSelectionEnabled: false, autoungrabify: true,
+      container: container, elements: els, layout: { name: "preset", fit: false }, minZoom: 0.02, maxZoom: 4, boxSelectionEnabled: false, autoungrabify: true,
       textureOnViewport: big, hideEdgesOnViewport: big, hideLabelsOnViewport: big, pixelRatio: big ? 1 : "auto",
       motionBlur: false, style: style
     });
-    cy.fit(undefined, 30);  // the positions are given (by round): no layout to run
+    cy.maxZoom(1.2);  // a small graph: no giant nodes
+    cy.fit(undefined, 30);  // the positions are given (by round): "preset" only applies them
+    cy.maxZoom(4);
     return cy;
   }
 
