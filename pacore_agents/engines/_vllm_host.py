@@ -69,12 +69,6 @@ def map_error(exc: Exception, llm: Any, request_id: str) -> EngineError:
                        retryable=not (dead or client_error))
 
 
-#: how long the engine's processes get to exit after ``shutdown()`` before they are killed: a
-#: killed worker leaks its shared memory (multiprocessing's resource tracker then warns at
-#: exit). 10 s was too short on a loaded 2-core machine (a CI run's serve test saw the kill).
-SHUTDOWN_GRACE_SECONDS = 30.0
-
-
 async def shutdown(llm: Any) -> None:
     """Stop the output handler on the loop, then shut the engine down in a worker thread."""
     handler = getattr(llm, "output_handler", None)
@@ -95,7 +89,7 @@ def shutdown_blocking(llm: Any) -> None:
         llm.shutdown()
     except Exception as exc:  # shutting down must not mask what ended the run
         log.warning("vLLM shutdown failed", error=f"{type(exc).__name__}: {exc}")
-    _, alive = psutil.wait_procs(procs, timeout=SHUTDOWN_GRACE_SECONDS)
+    _, alive = psutil.wait_procs(procs, timeout=10)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             log.warning("killing a vLLM process that outlived shutdown", pid=proc.pid)
