@@ -5,6 +5,8 @@ and tokens against its own trace), and SIGTERM leaves no process behind."""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import time
 
@@ -21,7 +23,12 @@ PROBLEM = [{"role": "system", "content": "You are a careful mathematician."},
            {"role": "user", "content": "What is 12 + 30? Answer with a number."}]
 
 
+def _shm() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
 def test_serve_on_the_embedded_engine() -> None:
+    shm_before = _shm()
     server = Server(None, "--max-tokens", "24", "--max-model-len", "2048", start_timeout=600)
     try:
         _exercise(server)
@@ -34,7 +41,12 @@ def test_serve_on_the_embedded_engine() -> None:
         assert not alive, f"processes left after SIGTERM: {alive}"
         # the exit is clean: no binding library reports objects the interpreter left behind
         # (nanobind, under vLLM's triton, does when the CLI freezes them out of the final GC)
-        assert "leaked" not in server.output(), server.output()[-3000:]
+        output = server.output()
+        assert not re.search(r"nanobind.*leaked|leaked \d+ (instances|types|functions)", output), output[-3000:]
+        # ... and no shared memory is left behind. (When a loaded machine makes vLLM kill its
+        # slow engine core, multiprocessing's resource tracker unlinks the core's segment and
+        # says so, "leaked shared_memory objects to clean up": cleaned, so not a leak.)
+        assert not _shm() - shm_before, _shm() - shm_before
 
 
 def _exercise(server: Server) -> None:

@@ -38,17 +38,20 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-#: the embedded SmolLM2-135M computes in float32 on every CPU: in bfloat16 its answers change
-#: (greedy "What is the capital of France?" turns from "Paris" into "L'Étoile, la Marseillaise,
-#: ..."), and its accuracy on the arithmetic study drops (BENCHMARKS.md, "The embedded model's
-#: dtype"); one dtype everywhere keeps its example numbers the same on every CPU.
+#: the embedded SmolLM2-135M computes in float32 on every CPU: on CPUs with native bf16 its
+#: greedy answers change in bfloat16 ("What is the capital of France?" turns from "Paris" into
+#: "L'Étoile, la Marseillaise, ..."); one dtype everywhere keeps its answers and example numbers
+#: the same on every CPU. The price is speed (bf16 decoded 1.3-2x faster on an AVX2-only CPU);
+#: accuracy on the arithmetic study showed no difference (BENCHMARKS.md, "The embedded model's
+#: dtype").
 EMBEDDED_CPU_DTYPE = "float32"
 
 
 def cpu_dtype(requested: str, *, embedded: bool, native_bf16: bool) -> str:
     """The dtype vLLM's CPU build gets for ``requested``: an explicit dtype as given; for
     ``auto``, ``EMBEDDED_CPU_DTYPE`` for the embedded model, else float32 unless the CPU
-    computes bf16 natively (emulated bf16 decodes ~2.5x slower than float32)."""
+    computes bf16 natively (emulated bf16 decoded ~2.5x slower than float32 on one machine and
+    ~1.5x faster on another: BENCHMARKS.md)."""
     if requested != "auto":
         return requested
     if embedded:
