@@ -199,6 +199,8 @@ def test_match_on_says_what_to_fix_and_the_dry_run_says_what_it_matches(tmp_path
         parse_study(_text(data, sc='match_on = "cost"\nn = [2]'))
     with pytest.raises(ConfigError, match=r"match_on"):
         parse_study(_text(data, sc='match_on = "flops"'))
+    with pytest.raises(ConfigError, match="which is 0: declare a cost > 0 there"):
+        parse_study(_text(data).replace(f"cost_per_1k_tokens = {PRICES['default']}", "cost_per_1k_tokens = 0"))
     _, plans = plan_study(parse_study(_text(data)))
     notes = {p.name: p.note for p in plans}
     assert notes["sc-cost"] == "N matched on declared cost to small-only, big-sink"

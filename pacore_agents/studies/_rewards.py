@@ -139,7 +139,7 @@ def _code_settings(grading: str | None, sandbox: str) -> ExecutionSettings:
                           "as `pacore study export` wrote it, or none for the defaults") from exc
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)  # a LiveCodeBench problem's tests can be tens of megabytes
 def _tests(ground_truth: str) -> CodeTests:
     return parse_tests(ground_truth)
 

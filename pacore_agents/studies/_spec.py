@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from pacore_agents._binding import DEFAULT_ENGINE
 from pacore_agents._config import PACORE_SAMPLING, FailurePolicy, RunConfig
 from pacore_agents._engine import SamplingParams
 from pacore_agents._errors import ConfigError
@@ -284,6 +285,9 @@ class StudySpec(BaseModel):
             if arm.match_on == "cost" and not self.costs:
                 raise ValueError(f"arm {arm.name!r}: match_on = 'cost' needs declared engine costs: declare "
                                  "cost_per_1k_tokens or active_params in every engine table, or match_on = 'ttc'")
+            if arm.match_on == "cost" and self.costs[DEFAULT_ENGINE].of(1000) <= 0:
+                raise ValueError(f"arm {arm.name!r}: match_on = 'cost' prices self-consistency's trajectories at "
+                                 "the [engine] table's cost, which is 0: declare a cost > 0 there")
         code_data = self.dataset.is_code()
         if code_data and self.grading.grader != "code":
             raise ValueError("this dataset's answers are programs graded by execution: set [grading] "
