@@ -6,6 +6,7 @@ row's reward recomputed by ``compute_score`` / ``acompute_score`` / ``trl_reward
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from pacore_agents.studies import (
     ExportOptions,
     close_rewards,
     compute_score,
+    configure_rewards,
     export_study,
     parse_study,
     reward_func,
@@ -194,3 +196,20 @@ def test_bad_code_reward_input_says_what_to_fix(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(_sandbox, "bwrap_path", lambda: None)
     with pytest.raises(ConfigError, match="bubblewrap"):
         compute_score("code", fenced("print(input())"), tests, row)
+
+
+def test_no_sandbox_is_the_trainers_loud_choice(monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pacore_agents")
+    tests = json.dumps({"kind": "stdin", "tests": [{"input": "3\n", "output": "3\n"}]})
+    monkeypatch.setattr(_sandbox, "bwrap_path", lambda: None)
+    try:
+        configure_rewards(sandbox="none")
+        assert "WITHOUT A SANDBOX" in caplog.text
+        assert compute_score("code", fenced("print(input())"), tests) == 1.0
+    finally:
+        configure_rewards()
+    with pytest.raises(ConfigError, match="bubblewrap"):  # back to the sandbox, which is missing here
+        compute_score("code", fenced("print(input())"), tests)
+    with pytest.raises(ConfigError, match="use 'bwrap' or 'none'"):
+        configure_rewards(sandbox="docker")

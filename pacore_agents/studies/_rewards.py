@@ -84,6 +84,9 @@ def configure_rewards(*, workers: int = 1, timeout: float = 5.0, sandbox: str = 
         raise ConfigError("configure_rewards: workers must be >= 1 and timeout > 0")
     if sandbox not in ("bwrap", "none"):
         raise ConfigError(f"configure_rewards: sandbox {sandbox!r}: use 'bwrap' or 'none'")
+    if sandbox == "none":
+        log.warning("code rewards WITHOUT A SANDBOX (configure_rewards(sandbox='none')): model-written "
+                    "programs run as this user, with this user's files, network and processes")
     with _lock:
         _settings.update(workers=workers, timeout=timeout, sandbox=sandbox)
         _sandboxes = threading.BoundedSemaphore(workers)
