@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from pacore_agents.cli._study import study_app
-from pacore_agents.studies import load_study
+from pacore_agents.studies import load_study, plan_study
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -35,6 +35,10 @@ def test_the_gpu_example_binds_a_small_explorer_and_a_large_sink_by_hub_id(tmp_p
         "big-everywhere": {"explorer": "big", "sink": "big"},
         "small-explore-big-sink": {"explorer": None, "sink": "big"},
         "small-everywhere": {"explorer": None, "sink": None}}
+    assert {a.name: a.match_on for a in spec.arms if a.baseline == "self-consistency"} == {
+        "sc-small-ttc": "ttc", "sc-small-cost": "cost"}
+    notes = {plan.name: plan.note for plan in plan_study(spec)[1]}
+    assert notes["sc-small-cost"].startswith("N matched on declared cost to big-everywhere")
 
 
 def test_the_local_example_uses_two_engine_kinds() -> None:
@@ -44,3 +48,4 @@ def test_the_local_example_uses_two_engine_kinds() -> None:
     spec = load_study(EXAMPLES / "study_two_engines.toml")
     assert (spec.engine.kind, spec.engines["server"].kind) == ("vllm", "openai")
     assert _bindings("study_two_engines.toml")["server-sink"] == {"explorer": None, "sink": "server"}
+    assert [a.match_on for a in spec.arms if a.baseline == "self-consistency"] == ["cost"]

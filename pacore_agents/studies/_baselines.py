@@ -11,6 +11,9 @@
   ``max_A N_A`` trajectories per (problem, sample) once, and SC@N_A votes over the first N_A:
   one set of trajectories serves every budget. The sizes are computed once, after every
   topology/single sample is stored, and saved in the store so a resumed study reuses them.
+  ``match_on = "cost"`` matches declared cost instead: ``N_A = max(1, round(C_A / c))`` with
+  ``C_A`` A's mean declared cost per sample and ``c`` one trajectory's (``_budgets``), so
+  ``|N_A * c - C_A| <= c``. What a match used is saved beside the sizes (``sc_match:<arm>``).
 - The trajectory pool (``trajectory_pool = true``): round-1 trajectories are generated once per
   (problem, sample) and reused as trajectory i by every arm that keeps round 1 unchanged (no
   sampling override, built-in explorer role), so arms differ only in what they change.
@@ -38,7 +41,7 @@ from pacore_agents._topology import Topology
 from pacore_agents._trace import NodeRecord
 
 from ._spec import ArmSpec
-from ._store import ResultStore
+from ._store import ResultStore, SampleOutcome
 
 
 class Generates(Protocol):
@@ -64,6 +67,17 @@ def budget_matched_sizes(mean_ttc: dict[str, float], trajectory_tokens: float) -
     """N per matched arm: ``max(1, round(TTC_arm / tokens per trajectory))``."""
     t = max(trajectory_tokens, 1e-9)
     return {arm: max(1, round(ttc / t)) for arm, ttc in mean_ttc.items()}
+
+
+def ttc_budgets(outcomes: Sequence[SampleOutcome], targets: Sequence[str]) -> tuple[dict[str, float], float]:
+    """(mean effective TTC per sample of each target arm, mean completion tokens of one
+    independent trajectory): the inputs of a TTC match (see the module)."""
+    traj = [nd.tokens for o in outcomes if o.kind in ("topology", "single") for nd in o.nodes if nd.round == 1]
+    budgets = {}
+    for t in targets:
+        ttcs = [o.effective_ttc for o in outcomes if o.arm == t]
+        budgets[t] = sum(ttcs) / max(len(ttcs), 1)
+    return budgets, sum(traj) / max(len(traj), 1)
 
 
 def pool_compatible(arm: ArmSpec, topology: Topology) -> bool:

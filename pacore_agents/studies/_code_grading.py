@@ -10,6 +10,8 @@ counted as graded). ``answer`` is the program's output signature (votes), None w
 ``start`` runs the canaries (a known-right and a known-wrong program of each test kind) and
 raises ``PacoreError`` if they do not come out as they must: a grader that stopped executing
 can not grade a study. Verdicts are cached per (tests, program).
+``parse_tests``, ``code_grade`` and ``grade_code_blocking`` are the same steps for a synchronous
+caller (a trainer's reward function): one verdict, one mapping, wherever code is graded.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pacore_agents.execution import (
     CodeExecutor,
     CodeTests,
     ExecutionSettings,
+    Verdict,
+    execute,
     extract_code,
     require_bwrap,
 )
@@ -32,6 +36,30 @@ from pacore_agents.execution import (
 from ._grading import Grade
 
 log = get_logger("pacore_agents.studies")
+
+
+def parse_tests(gold: str) -> CodeTests:
+    """The tests in a code problem's gold; ``ConfigError`` if it is not a ``CodeTests`` JSON."""
+    try:
+        return CodeTests.model_validate_json(gold)
+    except ValidationError as exc:
+        raise ConfigError("a code problem's answer is not a CodeTests JSON: grade it with "
+                          "[grading] grader = 'math' or give a code dataset") from exc
+
+
+def code_grade(verdict: Verdict, code: str | None) -> Grade:
+    """The study's grade of a verdict (see the module contract)."""
+    status = "error" if verdict.sandbox_failed else "correct" if verdict.passed else "wrong"
+    first = next((d for s, d in zip(verdict.statuses, verdict.details, strict=False) if s != "passed"), None)
+    return Grade(status=status, answer=verdict.signature if code is not None else None,  # type: ignore[arg-type]
+                 detail=first, tests=list(verdict.statuses), pass_rate=verdict.pass_rate)
+
+
+def grade_code_blocking(tests: CodeTests, text: str | None, settings: ExecutionSettings) -> Grade:
+    """``CodeGrader.grade`` for a synchronous caller, uncached: blocks the calling thread for
+    one sandbox run (never call it from an event loop's thread). Thread-safe."""
+    code = extract_code(text)
+    return code_grade(execute(code, tests, settings), code)
 
 
 class CodeGrader:
@@ -54,11 +82,7 @@ class CodeGrader:
         LiveCodeBench problem's tests can be tens of megabytes)."""
         parsed = self._tests.get(gold)
         if parsed is None:
-            try:
-                tests = await anyio.to_thread.run_sync(CodeTests.model_validate_json, gold)
-            except ValidationError as exc:
-                raise ConfigError("a code problem's answer is not a CodeTests JSON: grade it with "
-                                  "[grading] grader = 'math' or give a code dataset") from exc
+            tests = await anyio.to_thread.run_sync(parse_tests, gold)
             parsed = self._tests[gold] = (tests, await anyio.to_thread.run_sync(tests.key))
         return parsed
 
@@ -75,11 +99,7 @@ class CodeGrader:
         key = (tests_key, code)
         if key in self._cache:
             return self._cache[key]
-        verdict = await self.executor.run(code, tests)
-        status = "error" if verdict.sandbox_failed else "correct" if verdict.passed else "wrong"
-        first = next((d for s, d in zip(verdict.statuses, verdict.details, strict=False) if s != "passed"), None)
-        grade = Grade(status=status, answer=verdict.signature if code is not None else None,  # type: ignore[arg-type]
-                      detail=first, tests=list(verdict.statuses), pass_rate=verdict.pass_rate)
+        grade = code_grade(await self.executor.run(code, tests), code)
         self._cache[key] = grade
         return grade
 

@@ -8,7 +8,9 @@ METRICS_COLUMNS: dict[str, str] = {
     "arm": "the arm's name",
     "kind": "`topology`, `single` or `self-consistency`",
     "vote_size": "self-consistency: N, the trajectories voted over (empty otherwise)",
-    "matched_arm": "self-consistency: the topology arm whose mean effective TTC N matches",
+    "matched_arm": "self-consistency: the topology arm whose budget N matches (see match_on)",
+    "match_on": "self-consistency rows with a matched arm: `ttc` (N x one trajectory's tokens ~ its mean "
+                "effective TTC) or `cost` (N x one trajectory's declared cost ~ its mean declared cost)",
     "samples": "stored samples (problems x samples per problem)",
     "problems": "distinct problems among them",
     "graded": "samples whose answer math-verify judged (correct or wrong)",
@@ -111,12 +113,18 @@ ENGINE_TOKEN_COLUMNS: dict[str, str] = {
 }
 
 COST_COLUMNS: dict[str, str] = {
-    "arm": "an arm (self-consistency: its N_max trajectories)",
-    "accuracy": "the arm's accuracy (metrics.csv's row labelled with the arm's name)",
+    "label": "the metrics row (metrics.csv's label; self-consistency: one row per vote size N)",
+    "arm": "its arm",
+    "kind": "topology, single or self-consistency",
+    "vote_size": "self-consistency: N, the trajectories the vote is over (their cost is counted)",
+    "matched_arm": "self-consistency: the arm whose budget N matches",
+    "match_on": "self-consistency: what N was matched on: `ttc` (effective TTC) or `cost` (declared cost)",
+    "accuracy": "the row's accuracy (as in metrics.csv)",
     "ci_low": "lower end of its 95% interval",
     "ci_high": "upper end",
     "mean_ttc": "mean effective TTC per sample (completion tokens)",
-    "mean_cost": "mean declared cost per sample, summed over its engines (engine_tokens.csv)",
+    "mean_cost": "mean declared cost per sample: (prompt + completion tokens) x the engine's cost, summed over "
+                 "the nodes (SC@N: its first N trajectories)",
     "cost_unit": "`price` (cost_per_1k_tokens) or `flops` (2 x active_params per token)",
 }
 
@@ -130,5 +138,6 @@ CSV_FILES: dict[str, tuple[str, dict[str, str]]] = {
     "engine.csv": ("one row per `pacore study run` of the out dir: the engine side", ENGINE_COLUMNS),
     "engine_tokens.csv": ("one row per arm, engine and role: tokens (and declared cost) per engine",
                           ENGINE_TOKEN_COLUMNS),
-    "cost.csv": ("one row per arm, when the engines declare costs: accuracy against cost", COST_COLUMNS),
+    "cost.csv": ("one row per metrics row, when the engines declare costs: accuracy against declared cost "
+                 "(the data of accuracy_vs_cost.png)", COST_COLUMNS),
 }

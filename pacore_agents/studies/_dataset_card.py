@@ -20,7 +20,7 @@ _USAGE = {
             "custom_reward_function.path=<site-packages>/pacore_agents/studies/_rewards.py "
             "custom_reward_function.name=compute_score`",
     "trl": "`GRPOTrainer(reward_funcs=[pacore_agents.studies.trl_reward], train_dataset=ds)`: the "
-           "`ground_truth` and `data_source` columns reach the reward as keyword lists",
+           "`ground_truth`, `data_source` and `grading` columns reach the reward as keyword lists",
     "sft": "`SFTTrainer(train_dataset=ds)`: conversational `messages`",
     "dpo": "`DPOTrainer(train_dataset=ds)`: conversational `prompt`/`chosen`/`rejected`",
     "openrlhf": "`--prompt_data data/openrlhf/train.parquet --input_key prompt --label_key label "

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
-from . import _baselines, _generated, _metrics, _plan, _plots, _stats, _sweeps
+from . import _baselines, _budgets, _generated, _metrics, _plan, _plots, _stats, _sweeps
 from ._columns import CSV_FILES
 from ._runner import CROSS_REF_RE
 from ._spec import StudySpec
@@ -161,7 +161,7 @@ def render_spec_docs() -> str:
             "## Metrics", "", _doc(_metrics), "",
             f"Cross-checking: a trajectory mentions a reference when its content or reasoning matches "
             f"`{CROSS_REF_RE.pattern}` (case-insensitive).", "",
-            "### Baselines and budget matching", "", _doc(_baselines), "",
+            "### Baselines and budget matching", "", _doc(_baselines), "", _doc(_budgets), "",
             "### Intervals and paired comparisons", "", _doc(_stats), "",
             "## Report files", "",
             "`pacore study report DIR` writes these into `DIR/report/`.", "",

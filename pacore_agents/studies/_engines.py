@@ -8,8 +8,10 @@ Baselines (``single``, ``self-consistency``) and the trajectory pool run on ``de
 
 Cost: any engine table may declare ``cost_per_1k_tokens`` (a price) or ``active_params`` (for
 a FLOPs estimate: ~2 x active parameters per token, prompt and completion alike). They change
-what the report weighs, not what runs: they stay out of the results fingerprint. Every engine
-must declare the same kind of cost (price or FLOPs), or none.
+what the report weighs, not what runs: they stay out of the results fingerprint. The one
+exception, a self-consistency arm with ``match_on = "cost"``, draws N from them once: the sizes
+are saved with the costs they came from, a resumed study keeps both, and the report says when
+the latest costs differ. Every engine must declare the same kind of cost (price or FLOPs), or none.
 
 An engine that reports no usage for a node that produced text is an error in a study (the unit
 is not stored), never a silent zero: effective TTC and cost are made of those counts.

@@ -28,10 +28,13 @@ from pacore_agents._messages import ChatMessage, Problem
 from pacore_agents._trace import NodeRecord
 
 from ._datasets import DatasetSpec, load_problems
+from ._rewards import reward_grading
+from ._spec import GradingSpec
 from ._store import NodeOutcome, NodeStatus, ResultStore
 
 #: licences of the vendored and generated sources (see data/ATTRIBUTION.md)
-_LICENSES = {"gsm8k": "mit", "math500": "mit", "arithmetic": "apache-2.0"}
+_LICENSES = {"gsm8k": "mit", "math500": "mit", "humaneval": "mit", "arithmetic": "apache-2.0",
+             "code-tasks": "apache-2.0"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class StudyMaterial:
     license: str | None
     problems: dict[str, ProblemMaterial]
     arms: list[str]
+    #: the study's grading settings as rewards read them (``reward_grading``)
+    grading: str = ""
     baseline_samples: int = 0
     #: local paths the study names (its dataset file, topology files): kept out of exports
     local_paths: list[str] = field(default_factory=list)
@@ -104,12 +109,15 @@ def _fingerprint(store: ResultStore, folder: Path) -> dict[str, Any]:
 
 
 def dataset_label(spec: DatasetSpec) -> str:
-    """A name for the source data that holds no path: the vendored name, 'arithmetic', or the
-    file's name without suffixes."""
-    if spec.kind == "arithmetic":
-        return "arithmetic"
+    """A name for the source data that holds no path: the vendored name, the generator's
+    ('arithmetic', 'code-tasks'), a hub dataset's name without its owner, or the file's name
+    without suffixes."""
+    if spec.kind in ("arithmetic", "code-tasks"):
+        return spec.kind
     if spec.name is not None:
         return spec.name
+    if spec.hub is not None:
+        return spec.hub.rsplit("/", 1)[-1]
     assert spec.path is not None
     return spec.path.name.split(".")[0] or "dataset"
 
@@ -134,10 +142,15 @@ def load_study_material(folder: str | Path) -> StudyMaterial:
         except ValidationError as exc:
             raise ConfigError(f"{path}: the stored dataset spec is not valid: {exc.errors()[0]['msg']}") from exc
         problems = {str(p.id): ProblemMaterial(p) for p in load_problems(dataset)}
-        grader = (fp.get("grading") or {}).get("grader", "math")
+        try:
+            grading = GradingSpec.model_validate(fp.get("grading") or {})
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: the stored grading spec is not valid: {exc.errors()[0]['msg']}") from exc
         material = StudyMaterial(name=str(fp.get("name") or "study"), folder=path.resolve().name,
-                                 dataset=dataset_label(dataset), domain=str(grader),
-                                 license=_LICENSES.get(dataset_label(dataset)) if dataset.path is None else None,
+                                 dataset=dataset_label(dataset), domain=grading.grader,
+                                 grading=reward_grading(grading),
+                                 license=_LICENSES.get(dataset_label(dataset)) if dataset.path is None
+                                 and dataset.hub is None else None,
                                  problems=problems, arms=[str(a.get("name")) for a in fp.get("arms") or []])
         if dataset.path is not None:
             material.local_paths += [str(dataset.path), str(dataset.path.parent)]

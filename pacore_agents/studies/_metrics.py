@@ -27,7 +27,8 @@
   the fewest samples any problem has. A self-consistency vote groups programs by their output
   signature on the tests (what they printed or returned), never by the expected outputs.
 - A self-consistency arm gives one row per vote size N (SC@N over its first N trajectories,
-  see ``_baselines``); its only round is round 1; emergent and flips do not apply.
+  see ``_baselines``); its only round is round 1; emergent and flips do not apply. A row
+  matched to an arm says what it was matched on (``match_on``: ``ttc`` or ``cost``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class ArmMetrics(BaseModel):
     kind: str
     vote_size: int | None = None
     matched_arm: str | None = None
+    match_on: str | None = None
     samples: int
     problems: int
     graded: int
@@ -203,8 +205,10 @@ def self_consistency_metrics(arm: str, outcomes: Sequence[SampleOutcome], size: 
 
 
 def compute_metrics(outcomes: Sequence[SampleOutcome], arm_order: Sequence[str],
-                    sc_sizes: Mapping[str, Mapping[str, int]]) -> list[ArmMetrics]:
-    """One ``ArmMetrics`` per arm in ``arm_order`` (SC arms: one per vote size)."""
+                    sc_sizes: Mapping[str, Mapping[str, int]],
+                    match_on: Mapping[str, str] | None = None) -> list[ArmMetrics]:
+    """One ``ArmMetrics`` per arm in ``arm_order`` (SC arms: one per vote size); ``match_on``:
+    per SC arm, what its matched sizes were matched on (default ``ttc``)."""
     out: list[ArmMetrics] = []
     for arm in arm_order:
         mine = [o for o in outcomes if o.arm == arm]
@@ -218,5 +222,7 @@ def compute_metrics(outcomes: Sequence[SampleOutcome], arm_order: Sequence[str],
         for target, size in sizes.items():
             matched = None if target.startswith("n=") else target
             label = f"{arm}@{target}" if matched else f"{arm}@{size}"
-            out.append(self_consistency_metrics(arm, mine, size, label, matched))
+            row = self_consistency_metrics(arm, mine, size, label, matched)
+            row.match_on = (match_on or {}).get(arm, "ttc") if matched else None
+            out.append(row)
     return out

@@ -45,7 +45,8 @@ def plan_study(spec: StudySpec) -> tuple[int, list[ArmPlan]]:
         if arm.baseline is not None:
             size = 1 if arm.baseline == "single" else (max(arm.n) if arm.n else None)
             note = "" if arm.baseline == "single" or arm.n else \
-                "N matched to " + ", ".join(arm.match or [a.name for a in spec.arms if a.baseline is None])
+                "N matched on " + ("declared cost" if arm.match_on == "cost" else "effective TTC") + " to " \
+                + ", ".join(arm.match or [a.name for a in spec.arms if a.baseline is None])
             bound = None if size is None or sampling.max_tokens is None else size * sampling.max_tokens
             plans.append(ArmPlan(name=arm.name, kind=arm.baseline, widths=[size] if size else [], nodes=size or 0,
                                  units=units, max_tokens=sampling.max_tokens, ttc_bound=bound, note=note))

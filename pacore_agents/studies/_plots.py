@@ -3,6 +3,9 @@
 - ``accuracy_vs_ttc.png``: accuracy (with its 95% interval) against mean effective TTC,
   log x axis, one marker per arm row (circles: topology arms; hollow squares: self-consistency,
   which sits at the TTC of the arm it matches; triangles: single).
+- ``accuracy_vs_cost.png`` (engines that declare costs): the same markers against mean
+  declared cost per sample (``cost.csv``'s rows, its data; log x when every cost is > 0), each
+  self-consistency row at the cost of its N trajectories.
 - ``scaling.png`` (studies with sweeps): the paper's scaling plot, accuracy (95% interval
   bars) against mean effective TTC (log x): a solid line per sweep along its graph axes
   (topology, widths, topology params; a separate line per value of its other axes, e.g. a
@@ -52,10 +55,13 @@ def _save(plt: Any, fig: Any, path: Path) -> Path:
     return path
 
 
+_STYLES = {"topology": ("o", 7, "full"), "self-consistency": ("s", 11, "none"), "single": ("^", 8, "full")}
+
+
 def plot_accuracy_vs_ttc(metrics: Sequence[ArmMetrics], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {"topology": ("o", 7, "full"), "self-consistency": ("s", 11, "none"), "single": ("^", 8, "full")}
+    styles = _STYLES
     for i, m in enumerate(metrics):
         if m.accuracy is None:
             continue
@@ -66,6 +72,33 @@ def plot_accuracy_vs_ttc(metrics: Sequence[ArmMetrics], path: Path) -> Path:
                     fmt=marker, markersize=size, fillstyle=fill, markeredgewidth=1.6, capsize=4,
                     color=f"C{i % 10}", label=m.label)
     _ttc_axes(ax, "Accuracy vs effective test-time compute", legend_size=8)
+    return _save(plt, fig, path)
+
+
+def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """``rows``: ``cost.csv``'s (``_costs.cost_rows``); see the module for what is drawn."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    graded = [r for r in rows if r["accuracy"] is not None]
+    for i, r in enumerate(graded):
+        acc, lo, hi = r["accuracy"], r["ci_low"] or 0.0, r["ci_high"] or 0.0
+        marker, size, fill = _STYLES.get(r["kind"], ("D", 7, "full"))
+        on = f" (matched on {r['match_on']})" if r.get("match_on") else ""
+        ax.errorbar([r["mean_cost"]], [acc], yerr=[[max(0.0, acc - lo)], [max(0.0, hi - acc)]],
+                    fmt=marker, markersize=size, fillstyle=fill, markeredgewidth=1.6, capsize=4,
+                    color=f"C{i % 10}", label=r["label"] + on)
+    unit = rows[0]["cost_unit"] if rows else "price"
+    positive = bool(graded) and all(r["mean_cost"] > 0 for r in graded)
+    if positive:
+        ax.set_xscale("log")
+    ax.set_xlabel("mean declared cost per sample" + (" (price units" if unit == "price" else " (FLOPs")
+                   + (", log scale)" if positive else ")"))
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    if graded:
+        ax.legend(fontsize=8, loc="best")
+    ax.set_title("Accuracy vs declared cost")
     return _save(plt, fig, path)
 
 

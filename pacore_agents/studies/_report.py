@@ -3,9 +3,11 @@
 ``build_report(out_dir)`` reads the store (never the engine) and writes into
 ``<out_dir>/report/`` the CSV files of ``_columns.CSV_FILES`` (metrics, rounds, samples,
 paired comparisons of every two rows, each topology arm's effective roles) and the plots of
-``_plots`` (the scaling plot when the study has sweeps). The terminal shows the metrics, the
-rounds, the effective roles, and the paired comparisons of each topology arm against the
-single baseline and its budget-matched self-consistency.
+``_plots`` (the scaling plot when the study has sweeps; accuracy against declared cost when
+the engines declare costs). The terminal shows the metrics, what each self-consistency arm
+was budget-matched on (effective TTC or declared cost), the rounds, the effective roles, and
+the paired comparisons of each topology arm against the single baseline and its
+budget-matched self-consistency.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rich.table import Table
 from pacore_agents._errors import ConfigError
 from pacore_agents._richtext import add_text_row, text_table
 
+from ._budgets import cost_rows, load_costs, match_lines
 from ._columns import (
     COST_COLUMNS,
     ENGINE_TOKEN_COLUMNS,
@@ -42,7 +45,13 @@ from ._engine_figures import (
 )
 from ._engines import EngineCost, engine_token_rows
 from ._metrics import ArmMetrics, compute_metrics
-from ._plots import plot_accuracy_vs_ttc, plot_rounds, plot_scaling, plot_topology
+from ._plots import (
+    plot_accuracy_vs_cost,
+    plot_accuracy_vs_ttc,
+    plot_rounds,
+    plot_scaling,
+    plot_topology,
+)
 from ._spec import ArmSpec, role_summary
 from ._stats import PairedComparison, paired_comparison
 from ._store import ResultStore, SampleOutcome
@@ -59,8 +68,11 @@ class Report:
     roles: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     #: ``engine_tokens.csv``'s rows: tokens (and declared cost) per arm, engine and role
     engine_tokens: list[dict[str, Any]] = field(default_factory=list)
-    #: ``cost.csv``'s rows (engines that declare costs only)
+    #: ``cost.csv``'s rows (engines that declare costs only): one per metrics row
     costs: list[dict[str, Any]] = field(default_factory=list)
+    #: the latest run's declared costs; each matched SC arm's ``sc_match`` record
+    latest_costs: dict[str, EngineCost] = field(default_factory=dict)
+    matches: dict[str, Any] = field(default_factory=dict)
     #: code grading figures of each ``pacore study run`` (tests, time, tests/s, sandbox, mode)
     grading: list[dict[str, Any]] = field(default_factory=list)
 
@@ -205,27 +217,19 @@ def write_csvs(report: Report, outcomes: Sequence[SampleOutcome], folder: Path) 
 
 def _engine_tokens(report: Report, store: ResultStore, outcomes: Sequence[SampleOutcome]) -> None:
     """Fill ``report.engine_tokens`` (every stored trace) and, with declared costs (the latest
-    run's), ``report.costs``: accuracy against mean cost per sample, per arm."""
-    saved = store.meta_items("costs:")
-    costs = {k: EngineCost.model_validate(v) for k, v in json.loads(saved[-1][1]).items()} if saved else {}
-    traces = ((o.arm, store.trace_json(o.arm, o.problem_id, o.sample) or {}) for o in outcomes)
-    report.engine_tokens = engine_token_rows(traces, costs)
-    if not costs:
-        return
-    unit = next(iter(costs.values())).unit
-    by_label = {m.label: m for m in report.metrics}
-    for arm in dict.fromkeys(r["arm"] for r in report.engine_tokens):
-        row = by_label.get(arm)
-        cost = sum(r["cost"] or 0.0 for r in report.engine_tokens if r["arm"] == arm)
-        report.costs.append({"arm": arm, "accuracy": row.accuracy if row else None,
-                             "ci_low": row.ci_low if row else None, "ci_high": row.ci_high if row else None,
-                             "mean_ttc": row.mean_ttc if row else None, "mean_cost": cost, "cost_unit": unit})
+    run's), ``report.costs``: accuracy against mean cost per sample, per metrics row."""
+    costs = load_costs(store)
+    pairs = [(o, store.trace_json(o.arm, o.problem_id, o.sample) or {}) for o in outcomes]
+    report.engine_tokens = engine_token_rows(((o.arm, t) for o, t in pairs), costs)
+    report.costs = cost_rows(report.metrics, pairs, costs)
+    report.latest_costs = costs
 
 
 def engine_tokens_table(report: Report) -> Table:
     """Tokens per engine and role (and declared cost) of each arm."""
-    table = text_table("tokens per engine and role (means per sample; self-consistency is "
-                       "budget-matched on tokens, not cost)")
+    on = sorted({m.match_on for m in report.metrics if m.match_on is not None})
+    how = f"self-consistency is budget-matched on {' and '.join(on)}" if on else "no budget-matched self-consistency"
+    table = text_table(f"tokens per engine and role (means per sample; {how})")
     for column in ("arm", "engine", "role", "completion", "prompt", "cost"):
         table.add_column(column)
     for r in report.engine_tokens:
@@ -241,14 +245,18 @@ def _spec_arms(store: ResultStore) -> list[dict[str, Any]]:
     return [a for a in arms if isinstance(a, dict) and "name" in a]
 
 
-def _arm_order_and_sizes(store: ResultStore) -> tuple[list[str], dict[str, dict[str, int]]]:
+def _arm_order_and_sizes(store: ResultStore) -> tuple[list[str], dict[str, dict[str, int]], dict[str, Any]]:
+    """(arms in spec order, each SC arm's vote sizes, each matched SC arm's ``sc_match``
+    record; a store written before records existed matched on TTC)."""
     order = [a["name"] for a in _spec_arms(store)]
-    sizes = {}
+    sizes, matches = {}, {}
     for arm in order:
         saved = store.get_meta(f"sc_sizes:{arm}")
         if saved is not None:
             sizes[arm] = json.loads(saved)
-    return order, sizes
+            record = store.get_meta(f"sc_match:{arm}")
+            matches[arm] = json.loads(record) if record is not None else {"on": "ttc"}
+    return order, sizes, matches
 
 
 def effective_roles(arm_tables: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
@@ -289,17 +297,19 @@ class StudyResults:
     metrics: list[ArmMetrics]
     pairs: list[PairedComparison]
     sweeps: dict[str, tuple[str, dict[str, Any]]]
+    #: each matched self-consistency arm's ``sc_match`` record (what N was matched on)
+    matches: dict[str, Any] = field(default_factory=dict)
 
 
 def study_results(store: ResultStore) -> StudyResults:
     """The ``StudyResults`` of ``store`` (reads it; writes nothing)."""
     outcomes = store.outcomes()
-    order, sizes = _arm_order_and_sizes(store)
+    order, sizes, matches = _arm_order_and_sizes(store)
     arm_tables = _spec_arms(store)
     order += sorted({o.arm for o in outcomes} - set(order))
-    metrics = compute_metrics(outcomes, order, sizes)
+    metrics = compute_metrics(outcomes, order, sizes, {a: str(r.get("on", "ttc")) for a, r in matches.items()})
     sweeps = {a["name"]: (a["sweep"], a.get("sweep_point") or {}) for a in arm_tables if a.get("sweep")}
-    return StudyResults(outcomes, order, arm_tables, metrics, all_pairs(metrics), sweeps)
+    return StudyResults(outcomes, order, arm_tables, metrics, all_pairs(metrics), sweeps, matches)
 
 
 def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = True,
@@ -311,7 +321,7 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         results = study_results(store)
         outcomes, order, metrics, sweeps = results.outcomes, results.order, results.metrics, results.sweeps
         report = Report(metrics=metrics, samples=len(outcomes), pairs=results.pairs,
-                        roles=effective_roles(results.arm_tables))
+                        roles=effective_roles(results.arm_tables), matches=results.matches)
         _engine_tokens(report, store, outcomes)
         engine = load_engine_figures(store)
         grading = [json.loads(v) for _, v in store.meta_items("grading_figures:")]
@@ -327,9 +337,11 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
                                            [list(r.values()) for r in report.engine_tokens]))
             if report.costs:
                 report.files.append(_write_csv(folder / "cost.csv", list(COST_COLUMNS),
-                                               [list(r.values()) for r in report.costs]))
+                                               [[r[c] for c in COST_COLUMNS] for r in report.costs]))
         if plots and metrics:
             report.files.append(plot_accuracy_vs_ttc(metrics, folder / "accuracy_vs_ttc.png"))
+            if report.costs:
+                report.files.append(plot_accuracy_vs_cost(report.costs, folder / "accuracy_vs_cost.png"))
             report.files.append(plot_rounds(metrics, folder / "rounds.png"))
             if any(f.get("timeline") for f in engine):
                 report.files.append(plot_sequences_in_flight(engine, folder / "sequences_in_flight.png"))
@@ -345,6 +357,8 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         store.close()
     if console is not None:
         console.print(metrics_table(metrics, title=f"study {out} ({report.samples} samples stored)"))
+        for line in match_lines(report.matches, report.metrics, report.latest_costs):
+            console.print(line, markup=False, highlight=False)
         console.print(rounds_table(metrics))
         if report.roles:
             console.print(roles_table(report.roles))

@@ -71,7 +71,9 @@ from ._baselines import (
     majority_vote,
     pool_compatible,
     trajectory_records,
+    ttc_budgets,
 )
+from ._budgets import match_record, mean_sample_costs, stored_pairs, trajectory_cost
 from ._code_grading import CodeGrader
 from ._datasets import load_problems
 from ._engines import create_engines, require_usage
@@ -262,17 +264,17 @@ class StudyRunner:
                                 await self.executor.room()
                                 tg.start_soon(self._unit, arm, problem, sample, summary)
 
-    def _compute_sc_sizes(self, arm: ArmSpec) -> dict[str, int]:
+    def _compute_sc_sizes(self, arm: ArmSpec) -> tuple[dict[str, int], dict[str, Any] | None]:
+        """(vote sizes, what they were matched on: ``match_record``, None for fixed sizes)."""
         if arm.n is not None:
-            return {f"n={k}": k for k in sorted(set(arm.n))}
-        outcomes = self.store.outcomes()
-        traj = [nd.tokens for o in outcomes if o.kind in ("topology", "single") for nd in o.nodes if nd.round == 1]
+            return {f"n={k}": k for k in sorted(set(arm.n))}, None
         targets = arm.match or list(self.topologies)
-        mean_ttc = {}
-        for t in targets:
-            ttcs = [o.effective_ttc for o in outcomes if o.arm == t]
-            mean_ttc[t] = sum(ttcs) / max(len(ttcs), 1)
-        return budget_matched_sizes(mean_ttc, sum(traj) / max(len(traj), 1))
+        if arm.match_on == "cost":
+            pairs = stored_pairs(self.store)
+            budgets, unit = mean_sample_costs(pairs, self.spec.costs, targets), trajectory_cost(pairs, self.spec.costs)
+        else:
+            budgets, unit = ttc_budgets(self.store.outcomes(), targets)
+        return budget_matched_sizes(budgets, unit), match_record(arm.match_on, unit, budgets, self.spec.costs)
 
     async def run(self, summary: StudyRunSummary) -> None:
         done = await self.store.call(self.store.done_keys)
@@ -289,9 +291,11 @@ class StudyRunner:
             summary.skipped_phase2 = True
             return
         for arm in phase2:
-            proposed = json.dumps(await anyio.to_thread.run_sync(self._compute_sc_sizes, arm))
-            saved = await self.store.call(self.store.set_meta_once, f"sc_sizes:{arm.name}", proposed)
+            sizes, record = await anyio.to_thread.run_sync(self._compute_sc_sizes, arm)
+            saved = await self.store.call(self.store.set_meta_once, f"sc_sizes:{arm.name}", json.dumps(sizes))
             self.sc_sizes[arm.name] = json.loads(saved)
+            if record is not None and json.loads(saved) == sizes:  # a resumed study keeps the first record
+                await self.store.call(self.store.set_meta_once, f"sc_match:{arm.name}", json.dumps(record))
         summary.sc_sizes = dict(self.sc_sizes)
         if self.pool is not None:
             self.pool.batch = max((max(s.values()) for a, s in self.sc_sizes.items()

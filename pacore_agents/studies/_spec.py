@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from pacore_agents._binding import DEFAULT_ENGINE
 from pacore_agents._config import PACORE_SAMPLING, FailurePolicy, RunConfig
 from pacore_agents._engine import SamplingParams
 from pacore_agents._errors import ConfigError
@@ -54,6 +55,7 @@ from ._engines import (
 from ._sweeps import SweepSpec, expand_sweep
 
 BaselineKind = Literal["single", "self-consistency"]
+MatchOn = Literal["ttc", "cost"]
 
 
 class ArmSpec(BaseModel):
@@ -79,8 +81,12 @@ class ArmSpec(BaseModel):
     on_failure: FailurePolicy | None = Field(default=None, description="a failed node: go on without "
                                              "its message (default here: continue) or fail the sample")
     sampling: SamplingParams | None = Field(default=None, description="overrides of the study's sampling")
-    match: list[str] | None = Field(default=None, description="self-consistency: arms whose TTC to match")
+    match: list[str] | None = Field(default=None, description="self-consistency: arms whose budget to "
+                                    "match (see match_on)")
     n: list[int] | None = Field(default=None, description="self-consistency: fixed vote sizes instead")
+    match_on: MatchOn = Field(default="ttc", description="self-consistency: match N to each matched arm's "
+                              "mean effective TTC (ttc) or mean declared cost per sample (cost: needs "
+                              "engine costs)")
     sweep: str | None = Field(default=None, description="set by [[sweep]]: the sweep this arm is a point of")
     sweep_point: dict[str, Any] = Field(default_factory=dict, description="set by [[sweep]]: the axis values")
 
@@ -90,14 +96,16 @@ class ArmSpec(BaseModel):
         if self.baseline is None:
             if len(graph_knobs) != 1:
                 raise ValueError(f"arm {self.name!r}: give exactly one of topology or widths (or a baseline)")
-            if self.match is not None or self.n is not None:
-                raise ValueError(f"arm {self.name!r}: match and n are for baseline = 'self-consistency'")
+            if self.match is not None or self.n is not None or self.match_on != "ttc":
+                raise ValueError(f"arm {self.name!r}: match, match_on and n are for baseline = 'self-consistency'")
         else:
             extra = graph_knobs + [k for k in ("roles", "params") if getattr(self, k)]
             if extra:
                 raise ValueError(f"arm {self.name!r}: a {self.baseline} baseline takes no {extra[0]}")
-            if self.baseline == "single" and (self.match is not None or self.n is not None):
-                raise ValueError(f"arm {self.name!r}: match and n are for baseline = 'self-consistency'")
+            if self.baseline == "single" and (self.match is not None or self.n is not None or self.match_on != "ttc"):
+                raise ValueError(f"arm {self.name!r}: match, match_on and n are for baseline = 'self-consistency'")
+            if self.n is not None and self.match_on != "ttc":
+                raise ValueError(f"arm {self.name!r}: n gives fixed vote sizes; match_on is for matched ones")
             if self.n is not None and (not self.n or min(self.n) < 1):
                 raise ValueError(f"arm {self.name!r}: n must list vote sizes >= 1")
         return self
@@ -274,6 +282,12 @@ class StudySpec(BaseModel):
             if arm.baseline == "self-consistency" and arm.n is None and not runs:
                 raise ValueError(f"arm {arm.name!r}: self-consistency matches the budget of topology "
                                  "arms, and the study has none: add one, or give n = [vote sizes]")
+            if arm.match_on == "cost" and not self.costs:
+                raise ValueError(f"arm {arm.name!r}: match_on = 'cost' needs declared engine costs: declare "
+                                 "cost_per_1k_tokens or active_params in every engine table, or match_on = 'ttc'")
+            if arm.match_on == "cost" and self.costs[DEFAULT_ENGINE].of(1000) <= 0:
+                raise ValueError(f"arm {arm.name!r}: match_on = 'cost' prices self-consistency's trajectories at "
+                                 "the [engine] table's cost, which is 0: declare a cost > 0 there")
         code_data = self.dataset.is_code()
         if code_data and self.grading.grader != "code":
             raise ValueError("this dataset's answers are programs graded by execution: set [grading] "
