@@ -133,13 +133,13 @@ class SearchRunner:
         await runner.run(summary)
         return summary.failed
 
-    async def _measure(self, arm: ArmSpec) -> dict[str, Any] | str:
-        """Evaluate ``arm`` on the search split: its result, or why it failed."""
+    async def _measure(self, arm: ArmSpec, extra: Mapping[str, Any] | None = None) -> dict[str, Any] | str:
+        """Evaluate ``arm`` on the search split: its result (with ``extra`` keys), or why it failed."""
         cached = await self._result(arm.name)
         if cached is not None:
             return cached
         if not await self._claim(arm.name):
-            return await self._measure(arm)  # another worker evaluated it meanwhile
+            return await self._measure(arm, extra)  # another worker evaluated it meanwhile
         failed = await self._run_arms(self.store, [arm], self.problems)
         if failed:
             return f"{len(failed)} samples failed: {failed[0]}"
@@ -157,6 +157,7 @@ class SearchRunner:
             cost_rows = engine_token_rows(((arm.name, t) for _, t in rows), self.base.costs)
             result["mean_cost"] = sum(r["cost"] or 0.0 for r in cost_rows)
         result["cost"] = result["mean_cost"] if self.settings.cost == "declared" else metrics.mean_ttc
+        result.update(extra or {})
         table = arm.model_dump(mode="json", exclude_defaults=True)
         await self.store.call(self.store.set_meta_once, ARM + arm.name, json.dumps(table))
         saved = await self.store.call(self.store.set_meta_once, RESULT + arm.name, json.dumps(result))
@@ -189,10 +190,7 @@ class SearchRunner:
             return parent  # nothing to prune: the same graph, the same result
         table = arm.model_dump(mode="json", exclude_defaults=True, exclude={"widths", "params"})
         child = ArmSpec.model_validate({**table, "name": name, "topology": str(path)})
-        result = await self._measure(child)
-        if isinstance(result, dict):
-            result.setdefault("pruned", [f"{u}->{v}" for u, v in removed])
-        return result
+        return await self._measure(child, {"pruned": [f"{u}->{v}" for u, v in removed], "parent": arm.name})
 
     # --- the Optuna loop ---
     def _ask(self) -> tuple[optuna.trial.Trial, dict[str, Any]]:
