@@ -63,7 +63,10 @@ def search_command(
             fail("give --out DIR: the folder the search goes to (or --check to validate the file)")
         from pacore_agents.studies._search import run_search
 
-        summary = anyio.run(lambda: run_search(spec, out, heldout=heldout))
+        def on_trial(line: str) -> None:
+            console.print(line, markup=False, highlight=False)
+
+        summary = anyio.run(lambda: run_search(spec, out, heldout=heldout, on_trial=on_trial))
     console.print(f"{summary.evaluated} configurations evaluated ({summary.ran} run now, {summary.cached} "
                   f"proposals served from the cache, {summary.adopted} trials of dead workers finished); "
                   f"stopped: {summary.stopped}; {summary.elapsed:.1f}s", markup=False)
@@ -72,10 +75,13 @@ def search_command(
 
         with errors():
             build_search_report(out, console=console)
+    for line in summary.invalid[:10]:
+        note("invalid", line)
     if summary.failed:
         for line in summary.failed[:10]:
             note("failed", line, style="red")
-        fail(f"{len(summary.failed)} trials failed; run the same command again to retry their samples", 1)
+        fail(f"{len(summary.failed)} trials failed (the held-out run waits for them); run the same command "
+             "again to retry their samples", 1)
 
 
 def search_report_command(

@@ -9,10 +9,16 @@ Contract:
   like a study's.
 - Objectives: accuracy (maximize) and mean effective TTC, or mean declared cost (minimize).
 - The result cache: an evaluated arm's result is kept in its store (``search_result:<arm>``);
-  a proposal whose arm is already evaluated is told that result without running anything,
-  and one that another live worker is running waits for it. ``trials`` counts distinct arms
-  run (in flight ones included); ``patience`` proposals in a row that were all cached end the
-  search (a finite space has been exhausted, or the sampler keeps repeating itself).
+  a proposal whose arm is already evaluated is told that result without running anything.
+  An arm is claimed in the store before it runs (``search_claim:<arm>``, set atomically): a
+  worker proposing an arm another live worker holds waits for its result; a dead worker's
+  claim is taken over (compare-and-swap), its stored units kept. ``trials`` counts distinct
+  arms evaluated (in flight ones, pruned arms and their parents included); the search also
+  ends when every point of a finite space (without pruning) is evaluated, or after
+  ``patience`` proposals in a row that ran nothing (the sampler repeats itself).
+- Failures: a point that is not a valid arm fails its trial (reported, the search goes on);
+  samples that fail (engine errors after retries) fail the trial, release its claim and end
+  this worker's search without the held-out run: rerun to retry them.
 - The Optuna study lives in ``OUT/journal.log`` (``JournalFileBackend`` with its file lock):
   several workers (processes, even hosts sharing the file system) may run on one ``--out``.
   Each worker holds a lock file (``OUT/workers/<token>.lock``) while it lives; a trial left
@@ -69,6 +75,7 @@ from ._store import ResultStore, SampleOutcome, redact_spec_text
 log = get_logger("pacore_agents.studies.search")
 RESULT, ARM, CLAIM = "search_result:", "search_arm:", "search_claim:"
 _POLL = 0.5
+_INVALID = "invalid point: "
 
 
 @dataclass
@@ -80,6 +87,7 @@ class SearchSummary:
     cached: int = 0
     adopted: int = 0
     failed: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
     stopped: str = ""
     heldout_arms: list[str] = field(default_factory=list)
     elapsed: float = 0.0
@@ -97,11 +105,19 @@ class SearchRunner:
         self.base = spec.study([spec.settings.arm_table(spec.settings.defaults())])
         fp = store_fingerprint(self.base, "search", self.problems)
         self.store = ResultStore.open(out / "search", fingerprint=fp, spec_text=redact_spec_text(spec.text))
-        self.study = open_journal(out, spec)
-        self.locks = WorkerLocks(out / "workers")
+        try:
+            self.locks = WorkerLocks(out / "workers")
+            self.study = open_journal(out, spec, seed_offset=self.locks.others)
+        except BaseException:
+            self.store.close()
+            raise
         self.summary = SearchSummary()
         s = spec.settings
         self.builtins = {s.arm_table(p)["name"] for p in s.builtin_points()}
+        size = s.size()
+        self.every = {s.arm_table(p)["name"] for p in s.points()} if (
+            s.prune is None and size is not None and size <= 100_000) else None
+        self.on_trial: Callable[[str], None] | None = None
 
     def close(self) -> None:
         self.locks.close()
@@ -142,6 +158,7 @@ class SearchRunner:
             return await self._measure(arm, extra)  # another worker evaluated it meanwhile
         failed = await self._run_arms(self.store, [arm], self.problems)
         if failed:
+            await self.store.call(self.store.replace_meta, CLAIM + arm.name, self.locks.token, "")
             return f"{len(failed)} samples failed: {failed[0]}"
         rows = await anyio.to_thread.run_sync(self._outcomes, self.store, arm.name, self.problems)
         metrics = topology_metrics(arm.name, [o for o, _ in rows], rows[0][0].kind)
@@ -170,7 +187,7 @@ class SearchRunner:
         try:
             arm = await anyio.to_thread.run_sync(self.spec.arm, values)
         except ConfigError as exc:
-            return f"invalid point: {exc}"
+            return f"{_INVALID}{exc}"
         threshold = float(params.get(PRUNE, 0.0))
         parent = await self._measure(arm)
         if threshold == 0 or isinstance(parent, str) or arm.baseline is not None:
@@ -254,29 +271,36 @@ class SearchRunner:
             await anyio.sleep(_POLL)
 
     def _set_attr(self, number: int, key: str, value: Any) -> None:
-        storage = self.study._storage  # the public storage API, by trial number
+        # Study has no per-number user-attr setter (a FrozenTrial cannot set one): the storage's
+        storage = self.study._storage
         trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         storage.set_trial_user_attr(trial_id, key, value)
 
     async def _fail(self, number: int, reason: str) -> None:
         log.warning("trial failed", trial=number, reason=reason)
-        self.summary.failed.append(f"trial {number}: {reason}")
+        (self.summary.invalid if reason.startswith(_INVALID) else self.summary.failed).append(
+            f"trial {number}: {reason}")
         await anyio.to_thread.run_sync(self._set_attr, number, "failure", reason[:500])
         await anyio.to_thread.run_sync(lambda: self.study.tell(number, state=TrialState.FAIL,
                                                                skip_if_finished=True))
 
     async def _finish(self, number: int, params: Mapping[str, Any]) -> bool:
-        """Evaluate and tell one trial; True if nothing ran for it here (the cache served it)."""
+        """Evaluate and tell one trial; True if nothing ran for it here (the cache served it, or
+        the point was invalid)."""
         wanted = [d.key for d in self.settings.dimension] + ([PRUNE] if self.settings.prune else [])
         if any(k not in params for k in wanted):
-            await self._fail(number, "its worker died before it had all its parameters")
-            return False
+            await self._fail(number, _INVALID + "its worker died before it had all its parameters")
+            return True
         ran = self.summary.ran
         result = await self._evaluate(params)
         if isinstance(result, str):
             await self._fail(number, result)
-            return False
+            return result.startswith(_INVALID)
         cached = self.summary.ran == ran
+        if self.on_trial is not None:
+            shown = ", ".join(f"{k}={v}" for k, v in params.items())
+            self.on_trial(f"trial {number}: {shown} -> {result['arm']}: accuracy {result['accuracy']:.3f}, "
+                          f"cost {result['cost']:.4g}{' (cached)' if cached else ''}")
         await anyio.to_thread.run_sync(self._set_attr, number, "result_arm", result["arm"])
         await anyio.to_thread.run_sync(self._set_attr, number, "cached", cached)
         await anyio.to_thread.run_sync(lambda: self.study.tell(
@@ -291,13 +315,20 @@ class SearchRunner:
                 await self._finish(stale.number, stale.params)
                 self.summary.adopted += 1
                 self.locks.release(str(stale.user_attrs["worker"]))
-            busy = len(await self.results()) + await anyio.to_thread.run_sync(self._claimed)
+            if self.summary.failed:
+                self.summary.stopped = "samples failed (rerun to retry them)"
+                break
+            results = await self.results()
+            busy = len(results) + await anyio.to_thread.run_sync(self._claimed)
+            if self.every is not None and self.every <= {r["arm"] for r in results}:
+                self.summary.stopped = f"every point of the space ({len(self.every)}) is evaluated"
+                break
             if busy >= self.settings.trials:
                 self.summary.stopped = f"the budget of {self.settings.trials} configurations is spent"
                 break
             if repeats >= self.settings.patience:
-                self.summary.stopped = (f"{repeats} proposals in a row were already evaluated (the space "
-                                        "is exhausted or the sampler repeats itself)")
+                self.summary.stopped = (f"{repeats} proposals in a row ran nothing (the sampler repeats "
+                                        "itself)")
                 break
             trial, params = await anyio.to_thread.run_sync(self._ask)
             cached = await self._finish(trial.number, params)
@@ -336,18 +367,22 @@ class SearchRunner:
 
 async def run_search(spec: SearchSpec, out_dir: str | Path, *, engine: Engine | None = None,
                      engines: Mapping[str, Engine] | None = None, heldout: bool = True,
-                     grader_factory: Callable[[], AnswerGrader] | None = None) -> SearchSummary:
+                     grader_factory: Callable[[], AnswerGrader] | None = None,
+                     on_trial: Callable[[str], None] | None = None) -> SearchSummary:
     """Run (or resume, or join) the search of ``spec`` in ``out_dir``; then the held-out run.
-    ``engine``/``engines``: use these (not closed here) instead of creating them from the spec.
+    ``engine``/``engines``: use these (not closed here) instead of creating them from the spec;
+    ``on_trial`` gets one line per trial told.
     Raises ``ConfigError`` for bad input (before anything is written), never an ``ExceptionGroup``."""
     try:
-        return await _run_search(spec, Path(out_dir), engine, dict(engines or {}), heldout, grader_factory)
+        return await _run_search(spec, Path(out_dir), engine, dict(engines or {}), heldout, grader_factory,
+                                 on_trial)
     except BaseExceptionGroup as group:
         raise unwrap_exception_group(group) from None
 
 
 async def _run_search(spec: SearchSpec, out: Path, engine: Engine | None, given: dict[str, Engine],
-                      heldout: bool, grader_factory: Callable[[], AnswerGrader] | None) -> SearchSummary:
+                      heldout: bool, grader_factory: Callable[[], AnswerGrader] | None,
+                      on_trial: Callable[[str], None] | None) -> SearchSummary:
     started = time.monotonic()
     base = spec.study([spec.settings.arm_table(spec.settings.defaults())])
     s = spec.settings
@@ -373,8 +408,9 @@ async def _run_search(spec: SearchSpec, out: Path, engine: Engine | None, given:
             runner = await anyio.to_thread.run_sync(lambda: SearchRunner(
                 spec, out, main, {**given, **owned}, grader, search_split, heldout_split))
             try:
+                runner.on_trial = on_trial
                 await runner.search()
-                if heldout:
+                if heldout and not runner.summary.failed:
                     await runner.confirm()
             finally:
                 runner.close()

@@ -53,8 +53,10 @@ def space_fingerprint(spec: SearchSpec) -> str:
     return json.dumps(keep, sort_keys=True, ensure_ascii=False)
 
 
-def open_journal(out: Path, spec: SearchSpec | None = None) -> optuna.Study:
-    """The search's Optuna study in ``out`` (created with ``spec``; without, it must exist)."""
+def open_journal(out: Path, spec: SearchSpec | None = None, *, seed_offset: int = 0) -> optuna.Study:
+    """The search's Optuna study in ``out`` (created with ``spec``; without, it must exist).
+    The sampler is seeded ``[search] seed + seed_offset`` (a worker joining k live ones: k, so
+    that workers do not propose the same sequence)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = out / "journal.log"
     if spec is None and not path.exists():
@@ -63,13 +65,14 @@ def open_journal(out: Path, spec: SearchSpec | None = None) -> optuna.Study:
     if spec is None:
         return optuna.load_study(study_name="search", storage=storage)
     s = spec.settings
+    seed = s.seed + seed_offset
     sampler: optuna.samplers.BaseSampler
     if s.sampler == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=s.seed)
+        sampler = optuna.samplers.TPESampler(seed=seed)
     elif s.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=s.seed)
+        sampler = optuna.samplers.NSGAIISampler(seed=seed)
     else:
-        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+        sampler = optuna.samplers.RandomSampler(seed=seed)
     study = optuna.create_study(study_name="search", storage=storage, sampler=sampler, load_if_exists=True,
                                 directions=["maximize", "minimize"])
     fingerprint = space_fingerprint(spec)
@@ -88,10 +91,21 @@ class WorkerLocks:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        #: live workers when this one started (before its own lock existed)
+        self.others = sum(1 for f in folder.glob("*.lock") if self._held(f))
         self.token = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.mine = self._open(self.token)
         fcntl.flock(self.mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.adopted: dict[str, IO[str]] = {}
+
+    @staticmethod
+    def _held(path: Path) -> bool:
+        with path.open("a", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+        return False
 
     def _open(self, token: str) -> IO[str]:
         return (self.folder / f"{token}.lock").open("a", encoding="utf-8")
@@ -110,16 +124,8 @@ class WorkerLocks:
     def alive(self, token: str) -> bool:
         if token == self.token or token in self.adopted:
             return True
-        if not (self.folder / f"{token}.lock").exists():
-            return False
-        handle = self._open(token)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        finally:
-            handle.close()  # closing releases a lock it took
-        return False
+        path = self.folder / f"{token}.lock"
+        return path.exists() and self._held(path)  # closing the handle releases a lock it took
 
     def release(self, token: str) -> None:
         handle = self.adopted.pop(token, None)
