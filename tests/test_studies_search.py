@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,3 +247,25 @@ def test_two_workers_share_the_journal_and_run_no_unit_twice(tmp_path: Path) -> 
     report = build_search_report(out)
     assert len([c for c in report.configurations if c["pareto"]]) == 3
     assert {t["state"] for t in report.trials} == {"complete"}  # no trial left running or failed
+
+
+def test_the_arithmetic_example_searches_in_small(tmp_path: Path) -> None:
+    """examples/search_arithmetic.toml, shrunk (3 trials, 4 + 2 problems), on a function engine
+    that computes the sum or product, wrongly at temperature > 0.8."""
+
+    def handler(request: GenerationRequest) -> list[str]:
+        a, op, b = re.search(r"(\d+) ([+*]) (\d+)", request.messages[-1].content).groups()  # type: ignore[union-attr]
+        value = int(a) + int(b) if op == "+" else int(a) * int(b)
+        wrong = (request.sampling.temperature or 1.0) > 0.8
+        return [f"thinking \\boxed{{{value + wrong}}}"] * request.n
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "search_arithmetic.toml"
+    spec = load_search(example)
+    assert spec.settings.size() == 24
+    spec.settings = spec.settings.model_copy(update={"trials": 3, "search_problems": 4, "heldout_problems": 2})
+    out = tmp_path / "out"
+    summary = anyio.run(lambda: run_search(spec, out, engine=FunctionEngine(handler)))
+    assert summary.evaluated == 3 and summary.failed == [] and summary.heldout_arms
+    report = build_search_report(out)
+    ref = next(c for c in report.configurations if c["reference"])
+    assert json.loads(ref["table"])["topology"] == "pacore-low" and ref["heldout_accuracy"] is not None
