@@ -269,3 +269,37 @@ def test_the_arithmetic_example_searches_in_small(tmp_path: Path) -> None:
     report = build_search_report(out)
     ref = next(c for c in report.configurations if c["reference"])
     assert json.loads(ref["table"])["topology"] == "pacore-low" and ref["heldout_accuracy"] is not None
+
+
+def test_ranges_and_declared_cost(tmp_path: Path, fe: FunctionEngine) -> None:
+    """Float and integer ranges are sampled as such; cost = 'declared' weighs the engine's price."""
+    path = _write(tmp_path)
+    text = path.read_text().replace('max_sequences = 64', 'max_sequences = 64\ncost_per_1k_tokens = 2.0')
+    text = text.replace('patience = 200', 'patience = 200\ncost = "declared"\nsampler = "random"\nbuiltins = false')
+    text = text[:text.index('[[search.dimension]]')] + """
+[[search.dimension]]
+path = "roles.sink.sampling.temperature"
+low = 0.2
+high = 1.0
+[[search.dimension]]
+path = "max_message_tokens"
+low = 8
+high = 64
+step = 8
+[search.arm]
+widths = [2]
+"""
+    path.write_text(text.replace("trials = 6", "trials = 3"))
+    spec = load_search(path)
+    assert spec.settings.size() is None
+    out = tmp_path / "out"
+    summary = anyio.run(lambda: run_search(spec, out, engine=fe))
+    assert summary.evaluated == 3 and summary.failed == []
+    report = build_search_report(out)
+    assert report.reference is None  # no built-in in the space: nothing to compare against
+    for c in report.configurations:
+        table = json.loads(c["table"])
+        temperature = table["roles"]["sink"]["sampling"]["temperature"]
+        assert 0.2 <= temperature <= 1.0 and isinstance(table["max_message_tokens"], int)
+        assert table["max_message_tokens"] % 8 == 0
+        assert c["cost"] == c["mean_cost"] > 0 and c["cost"] != c["mean_ttc"]
