@@ -128,13 +128,17 @@ class WorkerLocks:
         return path.exists() and self._held(path)  # closing the handle releases a lock it took
 
     def release(self, token: str) -> None:
+        """Done with an adopted worker's trial: its file goes, then its lock."""
         handle = self.adopted.pop(token, None)
         if handle is not None:
+            (self.folder / f"{token}.lock").unlink(missing_ok=True)
             handle.close()
 
     def close(self) -> None:
+        """Release every lock; this worker's file goes (a missing file is a dead worker)."""
         for token in list(self.adopted):
             self.release(token)
+        (self.folder / f"{self.token}.lock").unlink(missing_ok=True)
         self.mine.close()
 
 
