@@ -303,3 +303,28 @@ widths = [2]
         assert 0.2 <= temperature <= 1.0 and isinstance(table["max_message_tokens"], int)
         assert table["max_message_tokens"] % 8 == 0
         assert c["cost"] == c["mean_cost"] > 0 and c["cost"] != c["mean_ttc"]
+
+
+def test_a_changed_space_or_split_needs_a_new_out(tmp_path: Path, fe: FunctionEngine) -> None:
+    path = _write(tmp_path, trials=1)
+    out = tmp_path / "out"
+    anyio.run(lambda: run_search(load_search(path), out, engine=fe, heldout=False))
+    text = path.read_text()
+    path.write_text(text.replace("choices = [1.0, 0.3]", "choices = [1.0, 0.5]"))
+    with pytest.raises(ConfigError, match="different space"):
+        anyio.run(lambda: run_search(load_search(path), out, engine=fe))
+    path.write_text(text.replace("seed = 3", "seed = 3\nsplit_seed = 1"))
+    with pytest.raises(ConfigError, match=r"different spec \(differs in: split.ids"):
+        anyio.run(lambda: run_search(load_search(path), out, engine=fe))
+    path.write_text(text.replace("trials = 1", "trials = 2"))  # a larger budget resumes
+    assert anyio.run(lambda: run_search(load_search(path), out, engine=fe, heldout=False)).evaluated == 2
+
+
+def test_a_point_that_is_no_arm_is_one_line() -> None:
+    text = ('[dataset]\nkind = "arithmetic"\ncount = 4\n[engine]\nkind = "function"\nfunction = "m:f"\n'
+            "[search]\ntrials = 2\nsearch_problems = 2\nheldout_problems = 2\n[[search.dimension]]\n"
+            "path = 'params.width'\nchoices = [3]\n")
+    with pytest.raises(ConfigError) as info:
+        parse_search(text, source="s.toml")
+    assert str(info.value).endswith("give exactly one of topology or widths (or a baseline)")
+    assert "arms.0" not in str(info.value)
