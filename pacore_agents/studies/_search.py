@@ -61,14 +61,17 @@ from ._prune import edge_usage, write_pruned
 from ._runner import StudyRunner, StudyRunSummary
 from ._search_journal import (
     WorkerLocks,
+    ask_point,
     best_builtin,
+    enqueue_points,
     file_lock,
     open_journal,
     pareto_front,
+    set_trial_attr,
     split_problems,
     store_fingerprint,
 )
-from ._search_space import PRUNE, SearchSpec, label_of
+from ._search_space import PRUNE, SearchSpec
 from ._spec import ArmSpec
 from ._store import ResultStore, SampleOutcome, redact_spec_text
 
@@ -157,13 +160,11 @@ class SearchRunner:
         if not await self._claim(arm.name):
             return await self._measure(arm, extra)  # another worker evaluated it meanwhile
         failed = await self._run_arms(self.store, [arm], self.problems)
-        if failed:
-            await self.store.call(self.store.replace_meta, CLAIM + arm.name, self.locks.token, "")
-            return f"{len(failed)} samples failed: {failed[0]}"
         rows = await anyio.to_thread.run_sync(self._outcomes, self.store, arm.name, self.problems)
-        metrics = topology_metrics(arm.name, [o for o, _ in rows], rows[0][0].kind)
-        if metrics.accuracy is None:
-            return "no sample was graded"
+        metrics = topology_metrics(arm.name, [o for o, _ in rows], rows[0][0].kind) if rows else None
+        if failed or metrics is None or metrics.accuracy is None:
+            await self.store.call(self.store.replace_meta, CLAIM + arm.name, self.locks.token, "")
+            return f"{len(failed)} samples failed: {failed[0]}" if failed else "no sample was graded"
         spend = sum(int((n.get("usage") or {}).get("completion_tokens", 0)) for _, t in rows
                     for n in t.get("nodes", []) if not (n.get("notes") or {}).get("precomputed"))
         result: dict[str, Any] = {
@@ -210,30 +211,6 @@ class SearchRunner:
         return await self._measure(child, {"pruned": [f"{u}->{v}" for u, v in removed], "parent": arm.name})
 
     # --- the Optuna loop ---
-    def _ask(self) -> tuple[optuna.trial.Trial, dict[str, Any]]:
-        trial = self.study.ask()
-        trial.set_user_attr("worker", self.locks.token)
-        params: dict[str, Any] = {}
-        for d in self.settings.dimension:
-            if d.choices is not None:
-                params[d.key] = trial.suggest_categorical(d.key, d.labels())
-            elif d.integer:
-                params[d.key] = trial.suggest_int(d.key, int(d.low or 0), int(d.high or 0), step=int(d.step or 1))
-            else:
-                params[d.key] = trial.suggest_float(d.key, float(d.low or 0), float(d.high or 0),
-                                                    step=d.step, log=d.log)
-        if self.settings.prune is not None:
-            params[PRUNE] = trial.suggest_categorical(PRUNE, self.settings.prune.choices())
-        return trial, params
-
-    def _enqueue(self) -> None:
-        for point in self.settings.builtin_points():
-            params: dict[str, Any] = {d.key: label_of(point[d.key]) if d.choices is not None else point[d.key]
-                                      for d in self.settings.dimension}
-            if self.settings.prune is not None:
-                params[PRUNE] = 0.0
-            self.study.enqueue_trial(params, user_attrs={"builtin": True}, skip_if_exists=True)
-
     def _stale(self) -> list[optuna.trial.FrozenTrial]:
         """RUNNING trials whose worker died (adopted now: their lock is ours), oldest first."""
         out = []
@@ -270,17 +247,11 @@ class SearchRunner:
                 continue
             await anyio.sleep(_POLL)
 
-    def _set_attr(self, number: int, key: str, value: Any) -> None:
-        # Study has no per-number user-attr setter (a FrozenTrial cannot set one): the storage's
-        storage = self.study._storage
-        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
-        storage.set_trial_user_attr(trial_id, key, value)
-
     async def _fail(self, number: int, reason: str) -> None:
         log.warning("trial failed", trial=number, reason=reason)
         (self.summary.invalid if reason.startswith(_INVALID) else self.summary.failed).append(
             f"trial {number}: {reason}")
-        await anyio.to_thread.run_sync(self._set_attr, number, "failure", reason[:500])
+        await anyio.to_thread.run_sync(set_trial_attr, self.study, number, "failure", reason[:500])
         await anyio.to_thread.run_sync(lambda: self.study.tell(number, state=TrialState.FAIL,
                                                                skip_if_finished=True))
 
@@ -301,14 +272,14 @@ class SearchRunner:
             shown = ", ".join(f"{k}={v}" for k, v in params.items())
             self.on_trial(f"trial {number}: {shown} -> {result['arm']}: accuracy {result['accuracy']:.3f}, "
                           f"cost {result['cost']:.4g}{' (cached)' if cached else ''}")
-        await anyio.to_thread.run_sync(self._set_attr, number, "result_arm", result["arm"])
-        await anyio.to_thread.run_sync(self._set_attr, number, "cached", cached)
+        await anyio.to_thread.run_sync(set_trial_attr, self.study, number, "result_arm", result["arm"])
+        await anyio.to_thread.run_sync(set_trial_attr, self.study, number, "cached", cached)
         await anyio.to_thread.run_sync(lambda: self.study.tell(
             number, [float(result["accuracy"]), float(result["cost"])], skip_if_finished=True))
         return cached
 
     async def search(self) -> None:
-        await anyio.to_thread.run_sync(self._enqueue)
+        await anyio.to_thread.run_sync(enqueue_points, self.study, self.settings)
         repeats = 0
         while True:
             for stale in await anyio.to_thread.run_sync(self._stale):
@@ -330,14 +301,19 @@ class SearchRunner:
                 self.summary.stopped = (f"{repeats} proposals in a row ran nothing (the sampler repeats "
                                         "itself)")
                 break
-            trial, params = await anyio.to_thread.run_sync(self._ask)
+            trial, params = await anyio.to_thread.run_sync(ask_point, self.study, self.settings, self.locks.token)
             cached = await self._finish(trial.number, params)
             self.summary.cached += cached
             repeats = repeats + 1 if cached else 0
         self.summary.evaluated = len(await self.results())
 
     async def confirm(self) -> None:
-        """Run the Pareto set and the best built-in on the held-out split."""
+        """Run the Pareto set and the best built-in on the held-out split, once the arms other
+        live workers are evaluating are in."""
+        while True:  # other processes' work: polled (no event crosses processes)
+            if not await anyio.to_thread.run_sync(self._claimed):
+                break
+            await anyio.sleep(_POLL)
         results = await self.results()
         front = pareto_front(results)
         best = best_builtin(results)

@@ -1,6 +1,7 @@
 """The shared state of a search: the dataset's splits, the store and journal fingerprints,
-the Optuna journal (``JournalFileBackend`` with its file lock), the workers' lock files, and
-the Pareto front (see ``_search`` for the contract they serve).
+the Optuna journal (``JournalFileBackend`` with its file lock) and the trials' asking,
+enqueueing and attributes, the workers' lock files, and the Pareto front (see ``_search``
+for the contract they serve).
 
 A worker's lock file (``OUT/workers/<token>.lock``) is held (``fcntl.flock``) while it lives:
 the kernel releases it when the process dies, even by ``kill -9``, so a free lock means a dead
@@ -24,7 +25,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from pacore_agents._errors import ConfigError
 from pacore_agents._messages import Problem
 
-from ._search_space import SearchSpec
+from ._search_space import PRUNE, SearchSettings, SearchSpec, label_of
 from ._spec import StudySpec
 
 
@@ -159,3 +160,39 @@ def pareto_front(results: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]
 def best_builtin(results: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     builtins = [r for r in results if r.get("builtin")]
     return min(builtins, key=lambda r: (-r["accuracy"], r["cost"], r["arm"])) if builtins else None
+
+
+def ask_point(study: optuna.Study, settings: SearchSettings, token: str) -> tuple[optuna.trial.Trial, dict[str, Any]]:
+    """Ask for a trial (marked as ``token``'s) and its parameters: every dimension's label or
+    number, and ``prune`` with ``[search.prune]``."""
+    trial = study.ask()
+    trial.set_user_attr("worker", token)
+    params: dict[str, Any] = {}
+    for d in settings.dimension:
+        if d.choices is not None:
+            params[d.key] = trial.suggest_categorical(d.key, d.labels())
+        elif d.integer:
+            params[d.key] = trial.suggest_int(d.key, int(d.low or 0), int(d.high or 0), step=int(d.step or 1))
+        else:
+            params[d.key] = trial.suggest_float(d.key, float(d.low or 0), float(d.high or 0), step=d.step, log=d.log)
+    if settings.prune is not None:
+        params[PRUNE] = trial.suggest_categorical(PRUNE, settings.prune.choices())
+    return trial, params
+
+
+def enqueue_points(study: optuna.Study, settings: SearchSettings) -> None:
+    """Enqueue the built-in and enqueued points (unpruned), each once (``skip_if_exists``)."""
+    for point in settings.builtin_points():
+        params: dict[str, Any] = {d.key: label_of(point[d.key]) if d.choices is not None else point[d.key]
+                                  for d in settings.dimension}
+        if settings.prune is not None:
+            params[PRUNE] = 0.0
+        study.enqueue_trial(params, user_attrs={"builtin": True}, skip_if_exists=True)
+
+
+def set_trial_attr(study: optuna.Study, number: int, key: str, value: Any) -> None:
+    """Set a user attribute of trial ``number`` (any state but finished). ``Study`` has no
+    setter by number (a ``FrozenTrial`` cannot set one): the storage's, by the trial's id."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    storage.set_trial_user_attr(trial_id, key, value)
