@@ -328,3 +328,19 @@ def test_a_point_that_is_no_arm_is_one_line() -> None:
         parse_search(text, source="s.toml")
     assert str(info.value).endswith("give exactly one of topology or widths (or a baseline)")
     assert "arms.0" not in str(info.value)
+
+
+def test_cli_search_then_search_report(tmp_path: Path) -> None:
+    spec, out = _write(tmp_path, trials=2), tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([sys.executable, "-m", "pacore_agents", "study", "search", str(spec), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "trial 0: graph=" in proc.stdout and "2 configurations evaluated" in proc.stdout
+    assert "held-out confirmation" in proc.stdout and "the search's own spend" in proc.stdout
+    again = subprocess.run([sys.executable, "-m", "pacore_agents", "study", "search-report", str(out), "--no-plots"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "Pareto set of 2 configurations" in again.stdout
+    missing = subprocess.run([sys.executable, "-m", "pacore_agents", "study", "search-report", str(tmp_path)],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert missing.returncode == 2 and "holds no search" in missing.stderr
