@@ -19,6 +19,13 @@ from ._output import console as _console
 from ._output import errors, fail, note
 
 
+def _need_optuna() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is None:
+        fail("pacore study search needs Optuna: pip install 'pacore-agents[search]'")
+
+
 @with_engine_flags()
 def search_command(
     spec_path: Annotated[Path, typer.Argument(metavar="SEARCH.toml", help="a study file with a [search] table")],
@@ -61,6 +68,7 @@ def search_command(
             return
         if out is None:
             fail("give --out DIR: the folder the search goes to (or --check to validate the file)")
+        _need_optuna()
         from pacore_agents.studies._search import run_search
 
         def on_trial(line: str) -> None:
@@ -91,8 +99,10 @@ def search_report_command(
 ) -> None:
     """Print the report of the search in OUT; write its CSVs and the Pareto plot into OUT/report."""
     from pacore_agents._logging import configure_logging
-    from pacore_agents.studies._search_report import build_search_report
 
     configure_logging()
+    _need_optuna()
+    from pacore_agents.studies._search_report import build_search_report
+
     with errors():
         build_search_report(out, csv_files=csv_files, plots=plots, console=_console())
