@@ -233,7 +233,7 @@ def _stored(db: Path) -> list[tuple[str, str, int]]:
 @pytest.mark.timeout(600)
 def test_two_workers_share_the_journal_and_run_no_unit_twice(tmp_path: Path) -> None:
     spec, out, log = _write(tmp_path, trials=6, window=4), tmp_path / "out", tmp_path / "calls.log"
-    env = _env(tmp_path, log, "0.01")
+    env = _env(tmp_path, log, "0.1")  # trials last long enough for both to work
     procs = [subprocess.Popen(_cmd(spec, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     results = [p.communicate(timeout=500) for p in procs]
