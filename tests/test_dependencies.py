@@ -27,6 +27,7 @@ AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("viewer/", ("view",)),
     ("studies/_export", ("export",)),
     ("studies/_code_datasets", ("code",)),
+    ("studies/_search", ("search",)),
     ("engines/_vllm", ("cpu", "gpu")),
     ("engines/_embedded.py", ("cpu", "gpu")),
 ]

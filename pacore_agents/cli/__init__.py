@@ -1,7 +1,7 @@
 """The ``pacore`` command line: one typer app, a module per command group.
 
 - ``_run``: ``pacore run``, ``pacore topologies``; ``_study``: ``pacore study ...``;
-  ``_serve``: ``pacore serve``; ``_engine_flags``: the engine flags the three share;
+  ``_search``: ``pacore study search``, ``search-report``; ``_serve``: ``pacore serve``; ``_engine_flags``: the engine flags the three share;
   ``_output``: printing (user text is never markup) and the one error path (bad input exits
   2, library errors 1, Ctrl-C 130, each one line on stderr).
 - Importing this package stays light: a grading worker started under ``pacore`` re-imports
@@ -17,6 +17,7 @@ import typer
 
 from ._export import export_command
 from ._run import run_command, topologies_command
+from ._search import search_command, search_report_command
 from ._serve import serve_command
 from ._study import study_app
 from ._view import view_command
@@ -27,6 +28,8 @@ app.command("run")(run_command)
 app.command("topologies")(topologies_command)
 app.command("serve")(serve_command)
 study_app.command("export")(export_command)
+study_app.command("search")(search_command)
+study_app.command("search-report")(search_report_command)
 app.command("view")(view_command)
 app.add_typer(study_app, name="study", help="Run and report studies: sweeps over datasets.")
 

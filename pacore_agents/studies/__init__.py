@@ -1,6 +1,8 @@
 """Studies: datasets, grading, sweeps over arms, the paper's metrics, reports, resumable results.
 
-``pacore study run study.toml --out runs/x`` runs (or resumes) a study; ``pacore study report
+``pacore study run study.toml --out runs/x`` runs (or resumes) a study; ``pacore study search``
+searches arms for the accuracy / cost Pareto set and confirms it on held-out problems
+(``run_search``, docs/search.md); ``pacore study report
 runs/x`` prints the metrics table and writes CSV files and PNG plots; ``pacore study export OUT
 runs/x --format verl`` turns its synthesis episodes into training data (``export_study``), with
 rewards graded as the study grades (``compute_score``, ``trl_reward``, ``reward_func``).
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from ._grading_worker import math_verify_check
     from ._metrics import ArmMetrics, RoundMetrics, compute_metrics
     from ._plan import ArmPlan, plan_study, plan_table
+    from ._prune import EdgeUsage, edge_usage
     from ._report import Report, build_report
     from ._rewards import (
         close_rewards,
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
         trl_reward,
     )
     from ._runner import CROSS_REF_RE, StudyRunSummary, run_study
+    from ._search import SearchSummary, run_search
+    from ._search_report import SearchReport, build_search_report
+    from ._search_space import SearchSpec, load_search, parse_search
     from ._spec import ArmSpec, GradingSpec, RoleOverride, StudySpec, load_study, parse_study
     from ._stats import (
         PairedComparison,
@@ -54,6 +60,7 @@ __all__ = [
     "ArmSpec",
     "CurationCounts",
     "DatasetSpec",
+    "EdgeUsage",
     "ExportOptions",
     "ExportSummary",
     "Grade",
@@ -66,32 +73,40 @@ __all__ = [
     "RoleOverride",
     "RoundMetrics",
     "SampleOutcome",
+    "SearchReport",
+    "SearchSpec",
+    "SearchSummary",
     "StudyRunSummary",
     "StudySpec",
     "SweepSpec",
     "budget_matched_sizes",
     "build_report",
+    "build_search_report",
     "close_rewards",
     "clustered_interval",
     "compute_metrics",
     "compute_score",
     "configure_rewards",
+    "edge_usage",
     "expand_sweep",
     "export_study",
     "extract_answer",
     "gold_latex",
     "gsm8k_gold",
     "load_problems",
+    "load_search",
     "load_study",
     "majority_vote",
     "math_verify_check",
     "mcnemar_exact",
     "normalize_answer",
     "paired_comparison",
+    "parse_search",
     "parse_study",
     "plan_study",
     "plan_table",
     "reward_func",
+    "run_search",
     "run_study",
     "score_batch",
     "trl_reward",

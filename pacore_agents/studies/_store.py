@@ -147,12 +147,15 @@ class ResultStore:
         self._limiter = anyio.CapacityLimiter(1)
 
     @classmethod
-    def open(cls, out_dir: str | Path, spec: StudySpec | None = None, spec_text: str | None = None) -> ResultStore:
+    def open(cls, out_dir: str | Path, spec: StudySpec | None = None, spec_text: str | None = None, *,
+             fingerprint: str | None = None) -> ResultStore:
         """Open (or create) the store in ``out_dir``. With ``spec``: check it matches the saved
-        one (first open saves it). Without: the dir must already hold a study (for reports)."""
+        one (first open saves it). ``fingerprint`` replaces ``spec.fingerprint()`` (a search
+        store, whose arms are added as it goes, fingerprints everything but its arms). Without
+        either: the dir must already hold a study (for reports)."""
         out = Path(out_dir)
         db = out / cls.DB_NAME
-        if spec is None and not db.exists():
+        if spec is None and fingerprint is None and not db.exists():
             raise ConfigError(f"{out} holds no study results ({cls.DB_NAME} is missing): run `pacore study run` first")
         out.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
@@ -161,8 +164,10 @@ class ResultStore:
         conn.execute("PRAGMA busy_timeout=10000")
         conn.executescript(_SCHEMA)
         store = cls(out, conn)
-        if spec is not None:
-            store._check_spec(spec, spec_text)
+        if fingerprint is None and spec is not None:
+            fingerprint = spec.fingerprint()
+        if fingerprint is not None:
+            store._check_spec(fingerprint, spec_text)
         return store
 
     @classmethod
@@ -189,8 +194,7 @@ class ResultStore:
             n, last = self._conn.execute("SELECT count(*), max(created_at) FROM results").fetchone()
         return int(n), float(last or 0.0)
 
-    def _check_spec(self, spec: StudySpec, spec_text: str | None) -> None:
-        fingerprint = spec.fingerprint()
+    def _check_spec(self, fingerprint: str, spec_text: str | None) -> None:
         saved = self.get_meta("fingerprint")
         if saved is None:
             with self._lock, self._conn:
@@ -220,6 +224,12 @@ class ResultStore:
             self._conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0])
+
+    def replace_meta(self, key: str, old: str, new: str) -> bool:
+        """Set ``key`` to ``new`` if it holds ``old`` (atomically); True if it did."""
+        with self._lock:
+            cur = self._conn.execute("UPDATE meta SET value = ? WHERE key = ? AND value = ?", (new, key, old))
+            return cur.rowcount == 1
 
     def meta_items(self, prefix: str) -> list[tuple[str, str]]:
         """(key, value) of every meta entry whose key starts with ``prefix``, by key."""
@@ -269,6 +279,13 @@ class ResultStore:
                 (outcome.arm, outcome.problem_id, outcome.sample, outcome.model_dump_json(),
                  trace_json, time.time()))
             return cur.rowcount == 1
+
+    def pool_usage(self) -> tuple[int, int, int]:
+        """(rows, prompt tokens, completion tokens) of the shared trajectories in ``pool``."""
+        with self._lock:
+            rows = self._conn.execute("SELECT completion_json FROM pool").fetchall()
+        usage = [Completion.model_validate_json(r[0]).usage for r in rows]
+        return len(usage), sum(u.prompt_tokens for u in usage), sum(u.completion_tokens for u in usage)
 
     def pool_get(self, problem_id: str, sample: int) -> dict[int, Completion]:
         with self._lock:
