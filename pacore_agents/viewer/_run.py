@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from pacore_agents._answers import extract_answer
 from pacore_agents._trace import NodeRecord, RunTrace
-from pacore_agents.studies._grading import extract_answer
 from pacore_agents.studies._metrics import sink_flags, topology_metrics
 from pacore_agents.studies._store import NodeOutcome, SampleOutcome
 
