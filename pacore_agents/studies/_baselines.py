@@ -67,8 +67,14 @@ def budget_matched_sizes(mean_ttc: dict[str, float], trajectory_tokens: float) -
 
 
 def pool_compatible(arm: ArmSpec, topology: Topology) -> bool:
-    """True if the arm's round 1 is the pool's: plain explorer prompts, study sampling."""
+    """True if the arm's round 1 is the pool's: plain explorer prompts, study sampling, and no
+    policy that launches round 1 in waves or cancels its stragglers (precomputed nodes are
+    never launched, so there would be nothing to stop)."""
     if arm.sampling is not None or "explorer" in arm.roles or "explorer" in topology.roles:
+        return False
+    policies = arm.build_policies(topology)
+    if policies is not None and ((policies.width is not None and 1 in policies.width.rounds)
+                                 or (policies.quorum is not None and 1 in policies.quorum.needed(topology))):
         return False
     return all(topology.role_of(n) in (None, "explorer") for n in topology.nodes(1))
 

@@ -75,7 +75,9 @@ from ._baselines import (
 from ._code_grading import CodeGrader
 from ._datasets import load_problems
 from ._engines import create_engines, require_usage
+from ._equivalence import task_equivalence
 from ._graders import AnswerGrader, make_grader
+from ._policy_report import policy_counts
 from ._spec import ArmSpec, StudySpec
 from ._store import NodeOutcome, NodeStatus, ResultStore, SampleOutcome
 
@@ -160,6 +162,8 @@ class StudyRunner:
 
         async def one(i: int, rec: NodeRecord) -> None:
             status: NodeStatus = "failed"
+            if rec.status in ("skipped", "cancelled"):  # a policy's: no message, tokens counted
+                status = rec.status
             answer, tests, pass_rate = None, None, None
             if rec.error is None and rec.content is not None:
                 grade = await self.grader.grade(problem.answer, rec.message)
@@ -217,6 +221,8 @@ class StudyRunner:
                 result = await run(problem, topology, self.engine, engines=self.engines,
                                    config=self.spec.run_config(arm, sample),
                                    roles=arm.build_roles(topology), precomputed=precomputed,
+                                   policies=arm.build_policies(topology),
+                                   equivalence=task_equivalence(self.grader, problem.answer),
                                    observer=_GradeAsFinished(tg, self.grader, problem.answer),
                                    unit=f"{problem.id}|{arm.name}|s{sample}")
             except (RunFailedError, EngineError) as exc:
@@ -227,11 +233,14 @@ class StudyRunner:
         trace = result.trace
         require_usage(trace.nodes)
         nodes = await self._grade_nodes(problem, trace.nodes)
-        sink = next(nd for nd in nodes if nd.id == trace.sink)
+        final = trace.answered_by or trace.sink  # a consensus stop may answer from a message
+        sink = next(nd for nd in nodes if nd.id == final)
         outcome = SampleOutcome(arm=arm.name, problem_id=problem.id, sample=sample, kind="topology",
                                 status=sink.status, answer=sink.answer, effective_ttc=trace.effective_ttc,
                                 sink=trace.sink, nodes=nodes, degraded=trace.degraded,
-                                elapsed=trace.ended_at - trace.started_at)
+                                elapsed=trace.ended_at - trace.started_at,
+                                answered_by=None if final == trace.sink else final,
+                                policy=policy_counts(trace))
         return outcome, trace.model_dump_json()
 
     async def _unit(self, arm: ArmSpec, problem: Problem, sample: int, summary: StudyRunSummary) -> None:
