@@ -53,12 +53,13 @@ def beta_confidence(top: int, second: int) -> float:
 
 
 class StopRule(BaseModel):
-    """When answers agree enough to stop (module docstring)."""
+    """When answers agree enough to stop: ``beta``, Adaptive-Consistency's rule, P(p1 > p2) under
+    Beta(v1 + 1, v2 + 1) on the top two answer counts; ``share``, v1 / answered."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: RuleKind = "beta"
-    threshold: float = Field(default=0.95, gt=0, le=1)
+    kind: RuleKind = Field(default="beta", description="`beta` (Adaptive-Consistency) or `share`")
+    threshold: float = Field(default=0.95, gt=0, le=1, description="the rule passes at or above it")
     min_answers: int = Field(default=2, ge=1, description="never pass on fewer answers")
 
     def confidence(self, counts: list[int]) -> float:
@@ -75,15 +76,21 @@ class StopRule(BaseModel):
 
 
 class ConsensusStop(BaseModel):
+    """After a round whose messages' answers pass the rule, skip the remaining rounds."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     rule: StopRule = StopRule()
-    answer_from: AnswerFrom = "sink"
+    answer_from: AnswerFrom = Field(default="sink", description="`sink`: the sink synthesises over the "
+                                    "round it stopped at; `plurality`: the first message of the "
+                                    "plurality answer is the answer (the sink is skipped too)")
     rounds: list[int] | None = Field(default=None, description="rounds after which to check "
                                      "(default: every round before the sink's)")
 
 
 class AdaptiveWidth(BaseModel):
+    """Launch a round in waves (node order); stop launching when the answers so far pass the rule."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     rule: StopRule = StopRule()
@@ -92,11 +99,14 @@ class AdaptiveWidth(BaseModel):
 
 
 class Quorum(BaseModel):
+    """Release the next round when q of a round's K messages are in."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     q: float | list[float] = Field(description="messages that release the next round: a count (>= 1) "
                                    "or a fraction of K (< 1); a list gives one per round, from round 1")
-    stragglers: StragglerMode = "cancel"
+    stragglers: StragglerMode = Field(default="cancel", description="`cancel` (their tokens so far count) "
+                                      "or `finish` (they finish for the record; never visible)")
     rounds: list[int] | None = Field(default=None, description="rounds it applies to (default: every "
                                      "round before the sink's; with a list q, its rounds)")
 
@@ -133,14 +143,15 @@ class Quorum(BaseModel):
 
 
 class Policies(BaseModel):
-    """A run's stopping and quorum policies (module docstring); empty: none."""
+    """A run's stopping and quorum policies (docs/policies.md); none set: a fixed-width run."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    equivalence: EquivalenceKind = "string"
-    consensus: ConsensusStop | None = None
-    width: AdaptiveWidth | None = None
-    quorum: Quorum | None = None
+    equivalence: EquivalenceKind = Field(default="string", description="how answers are compared: "
+                                         "`string` (normalised) or `task` (math-verify; code: test signature)")
+    consensus: ConsensusStop | None = Field(default=None, description="consensus stop: skip the remaining rounds")
+    width: AdaptiveWidth | None = Field(default=None, description="adaptive width: launch in waves")
+    quorum: Quorum | None = Field(default=None, description="quorum: the next round starts at q of K")
 
     @property
     def empty(self) -> bool:

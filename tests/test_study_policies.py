@@ -66,7 +66,7 @@ def test_the_adaptive_example_runs_and_reports_savings(tmp_path: Path) -> None:
 
 def test_a_policy_that_cannot_apply_to_an_arm_is_a_config_error() -> None:
     text = _tiny_spec().replace("width = { wave = 4 }, consensus", "width = { wave = 16 }, consensus")
-    with pytest.raises(ConfigError, match="arm 'width-w16': adaptive width: round 1 .* not more than one wave"):
+    with pytest.raises(ConfigError, match=r"arm .width-w16.: adaptive width: round 1 .* not more than one wave"):
         parse_study(text, source="s")
     with pytest.raises(ConfigError, match="twin names 'nope'"):
         parse_study(_tiny_spec().replace('twin = "fixed-w16"', 'twin = "nope"'), source="s")

@@ -30,6 +30,7 @@ from ._columns import (
     ENGINE_TOKEN_COLUMNS,
     METRICS_COLUMNS,
     PAIR_COLUMNS,
+    POLICY_COLUMNS,
     ROLE_COLUMNS,
     ROUND_COLUMNS,
     SAMPLE_COLUMNS,
@@ -337,9 +338,8 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
             report.files.append(_write_csv(folder / "engine_tokens.csv", list(ENGINE_TOKEN_COLUMNS),
                                            [list(r.values()) for r in report.engine_tokens]))
             if report.policies:
-                rows = [r.model_dump() for r in report.policies]
-                report.files.append(_write_csv(folder / "policies.csv", list(rows[0]),
-                                               [[_csv_value(v) for v in r.values()] for r in rows]))
+                report.files.append(_write_csv(folder / "policies.csv", list(POLICY_COLUMNS), [
+                    [_csv_value(getattr(r, c)) for c in POLICY_COLUMNS] for r in report.policies]))
             if report.costs:
                 report.files.append(_write_csv(folder / "cost.csv", list(COST_COLUMNS),
                                                [list(r.values()) for r in report.costs]))
