@@ -253,3 +253,16 @@ def test_skipped_nodes_survive_the_trace_round_trip() -> None:
     again = RunTrace.model_validate_json(trace.model_dump_json())
     assert again.policy_events == trace.policy_events
     assert again.node("r2.a0").outcome == "skipped"
+
+
+def test_the_viewer_shows_skipped_nodes_and_policy_events(tmp_path: Any) -> None:
+    from pacore_agents.viewer import ViewSource
+
+    trace = _run(all_to_all([4, 4]), FunctionEngine(UNANIMOUS), Policies(consensus=ConsensusStop()))
+    (tmp_path / "t.json").write_text(trace.model_dump_json(), encoding="utf-8")
+    view = ViewSource(tmp_path / "t.json").trace("t.json")
+    statuses = {n["id"]: n["status"] for n in view["trace"]["nodes"]}
+    assert statuses["r2.a0"] == "skipped" and statuses["r1.a0"] == statuses["r3.a0"] == "ok"
+    rounds = {r["round"]: r for r in view["rounds"]}
+    assert rounds[2]["nodes"] == 0 and rounds[2]["skipped"] == 4 and rounds[2]["failed"] == 0
+    assert view["trace"]["policy_events"][0]["policy"] == "consensus"
