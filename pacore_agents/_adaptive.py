@@ -106,8 +106,12 @@ class Adaptive:
         """``record`` is final; whether to release ``node``'s dependents now."""
         self._scopes.pop(node, None)
         self._tickets.pop(node, None)
-        if node in self._released:
-            return False  # a straggler, released at the quorum
+        if node in self._released:  # a straggler, released at the quorum
+            event = self._quorum_event.get(node.round)
+            if event is not None and record.status == "ok" and str(node) in event.cancelled:
+                event.cancelled.remove(str(node))  # it ended before its cancellation took effect
+                event.unseen.append(str(node))
+            return False
         round_ = node.round
         if node in self._wave:
             self._wave.discard(node)
@@ -194,7 +198,7 @@ class Adaptive:
         event = self._quorum_event[round_] = PolicyEvent(
             policy="quorum", round=round_, node=str(node),
             detail=f"{self._quorum[round_]} of {len(self.driver.topology.nodes(round_))} messages in; "
-                   f"{len(stragglers)} straggler(s) {'cancelled' if mode == 'cancel' else 'left to finish'}")
+                   f"{len(stragglers)} straggler(s), stragglers = {mode}")
         self.events.append(event)
         self.hidden.update(stragglers)
         never: list[NodeId] = []
