@@ -366,7 +366,7 @@ class RunDriver:
         state.left -= 1
         if state.left == 0:
             state.summary = self._summary(node.round)
-            if self.observer is not None:
+            if self.observer is not None and state.started:  # not a round a policy skipped whole
                 self.observer.round_finished(state.summary)
             self._release(self._waiting_round.pop(node.round, None))
         self._release(self._waiting_node.pop(node, None))

@@ -266,3 +266,26 @@ def test_the_viewer_shows_skipped_nodes_and_policy_events(tmp_path: Any) -> None
     rounds = {r["round"]: r for r in view["rounds"]}
     assert rounds[2]["nodes"] == 0 and rounds[2]["skipped"] == 4 and rounds[2]["failed"] == 0
     assert view["trace"]["policy_events"][0]["policy"] == "consensus"
+
+
+def test_pacore_run_reads_a_specs_policies_and_says_what_they_did(tmp_path: Any) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = tmp_path / "adaptive.toml"
+    spec.write_text('name = "adaptive"\nkind = "all-to-all"\nparams = { widths = [8, 4] }\n'
+                    '[policies.width]\nwave = 4\n[policies.consensus]\nanswer_from = "sink"\n')
+    trace_path = tmp_path / "t.json"
+    proc = subprocess.run([sys.executable, "-m", "pacore_agents", "run", "Q?", "--topology", str(spec), "--engine",
+                           "function:tests.fixtures.handlers:answer", "--trace", str(trace_path)],
+                          capture_output=True, text=True, cwd=repo, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr
+    assert "policy width, round 1: 4 launched" in proc.stderr and "answered from sink" in proc.stderr
+    data = json.loads(trace_path.read_text())
+    assert [e["policy"] for e in data["policy_events"]] == ["width", "consensus"]
+    assert sum(n["status"] == "skipped" for n in data["nodes"]) == 8  # 4 of round 1, round 2
