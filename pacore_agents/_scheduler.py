@@ -335,7 +335,8 @@ class RunDriver:
         self.sent.pop(node, None)
         if self.observer is not None:
             self.observer.node_finished(record)
-        if record.status == "failed" and self.config.on_failure == "fail":
+        late = self.adaptive is not None and node in self.adaptive.hidden  # a straggler: not needed
+        if record.status == "failed" and self.config.on_failure == "fail" and not late:
             if self.failure is None:
                 self.failure = node
                 self.abort()
@@ -391,8 +392,7 @@ class RunDriver:
             plan = self.plans.get(node)
             record = new_record(node, self.planner.role_of(node).name) if plan is None else plan.record()
             record.status, record.error = status, reason
-            record.engine = self.binding.lane_for(self.planner.role_of(node)).name
-            record.started_at = self.sent.get(node)
+            record.engine, record.started_at = self.binding.lane_for(self.planner.role_of(node)).name, self.sent.get(node)
             self.records[node] = record
         for i, state in enumerate(self._rounds):
             if state.summary is None and state.started:

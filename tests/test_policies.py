@@ -13,6 +13,7 @@ from pacore_agents import (
     AdaptiveWidth,
     ConfigError,
     ConsensusStop,
+    EngineError,
     FunctionEngine,
     GenerationRequest,
     Policies,
@@ -166,6 +167,19 @@ def test_quorum_finish_keeps_the_straggler_unseen() -> None:
     sink_prompt = " ".join(m.content for m in nodes["r2.a0"].prompt)
     assert "from r1.a3" not in sink_prompt and "from r1.a0" in sink_prompt
     assert nodes["r2.a0"].dropped_inputs == ["r1.a3"]
+
+
+def test_a_straggler_failing_after_its_quorum_does_not_fail_the_run() -> None:
+    async def handler(request: GenerationRequest) -> list[str]:
+        node = request.metadata.nodes[0]
+        if node.round == 1 and node.agent == 3:
+            await anyio.sleep(0.2)
+            raise EngineError("late and broken", status=400)
+        return [f"</think> \\boxed{{{node.agent}}}"]
+
+    trace = _run(all_to_all([4]), FunctionEngine(handler),
+                 Policies(quorum=Quorum(q=3, stragglers="finish")), config=RunConfig(on_failure="fail"))
+    assert _by_id(trace)["r1.a3"].status == "failed" and trace.answer is not None
 
 
 def test_quorum_withdraws_queued_stragglers() -> None:
