@@ -99,7 +99,8 @@ class Adaptive:
             event.tokens_unknown += 1
         else:
             event.cancelled_tokens += tokens
-        return {"status": "cancelled", "usage": Usage(completion_tokens=tokens or 0), "notes": {"policy": "quorum", "tokens_reported": tokens is not None},
+        return {"status": "cancelled", "usage": Usage(completion_tokens=tokens or 0),
+                "notes": {"policy": "quorum", "tokens_reported": tokens is not None},
                 "error": f"cancelled: a straggler past the quorum of round {node.round}"}
 
     def final(self, node: NodeId, record: NodeRecord) -> bool:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from pacore_agents import ConfigError, FunctionEngine, GenerationRequest
-from pacore_agents.studies import build_report, parse_study, run_study
+from pacore_agents.studies import ExportOptions, build_report, export_study, parse_study, run_study
 from pacore_agents.studies._store import ResultStore
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "study_adaptive_arithmetic.toml"
@@ -62,6 +62,9 @@ def test_the_adaptive_example_runs_and_reports_savings(tmp_path: Path) -> None:
         store.close()
     assert outcome.answered_by is not None and outcome.status == "correct"
     assert sum(nd.status == "skipped" for nd in outcome.nodes) == 9
+    # skipped nodes are neither trajectories nor failures of the exported pool
+    exported = export_study([out], tmp_path / "export", ExportOptions(formats=["verl"]))
+    assert exported.counts.failed_pool_responses == 0 and exported.counts.episodes > 0
 
 
 def test_a_policy_that_cannot_apply_to_an_arm_is_a_config_error() -> None:
