@@ -19,6 +19,9 @@ Contract:
   the sinks; the verdicts are the same (the grader's cache serves the unit's final pass).
 - Phase 1 runs topology arms and ``single``; phase 2 (self-consistency) starts only when phase 1
   is complete, because its vote sizes are computed from phase 1 (see ``_baselines``).
+- An arm's policies compare answers with the study's grader (``task_equivalence``); a sample
+  answered by a consensus stop's plurality message is graded on it (``answered_by``); a
+  policy's ``skipped`` and ``cancelled`` nodes keep that status (no message; tokens counted).
 - Log lines of a unit carry ``problem``, ``arm`` and ``sample`` (structlog contextvars).
 """
 
