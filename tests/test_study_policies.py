@@ -80,3 +80,15 @@ def test_policies_enter_the_fingerprint() -> None:
     plain = parse_study(_tiny_spec().replace("width = { wave = 4 }", "width = { wave = 2 }"), source="s")
     assert with_policies.fingerprint() != plain.fingerprint()
     assert '"policies"' in with_policies.fingerprint()
+
+
+def test_the_example_dry_run_names_the_policies() -> None:
+    from typer.testing import CliRunner
+
+    from pacore_agents.cli import study_app
+
+    result = CliRunner().invoke(study_app, ["run", str(EXAMPLE), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "100 problems x 1 samples" in result.output and "engine: vllm (not started)" in result.output
+    flat = " ".join(result.output.split())
+    assert "consensus(beta>=0.95, sink)" in flat and "twin fixed-w16" in flat
