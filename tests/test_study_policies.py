@@ -38,10 +38,11 @@ def test_the_adaptive_example_runs_and_reports_savings(tmp_path: Path) -> None:
     spec = parse_study(_tiny_spec(), source="example")
     out = tmp_path / "out"
     summary = anyio.run(lambda: run_study(spec, out, engine=FunctionEngine(_solver)))
-    assert summary.failed == [] and summary.ran == 6 * 5
+    assert summary.failed == [] and summary.ran == 6 * 6
     report = build_report(out, plots=False)
     rows = {r.arm: r for r in report.policies}
-    assert set(rows) == {"consensus-w8x4", "width-w8x4", "width-w16"}
+    assert set(rows) == {"consensus-w8x4", "consensus-share-w8x4", "width-w8x4", "width-w16"}
+    assert rows["consensus-share-w8x4"].fired["consensus"] == 1.0  # 7 of 8 >= 75%
     # 7 of 8 agree: Beta(8, 2) passes at 0.95, so round 2 is skipped (4 of 13 nodes)
     consensus = rows["consensus-w8x4"]
     assert consensus.fired["consensus"] == 1.0 and consensus.skipped == 4
@@ -90,5 +91,9 @@ def test_the_example_dry_run_names_the_policies() -> None:
     result = CliRunner().invoke(study_app, ["run", str(EXAMPLE), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "100 problems x 1 samples" in result.output and "engine: vllm (not started)" in result.output
-    flat = " ".join(result.output.split())
-    assert "consensus(beta>=0.95, sink)" in flat and "twin fixed-w16" in flat
+    from pacore_agents.studies import load_study, plan_study
+
+    _, plans = plan_study(load_study(EXAMPLE))
+    notes = {p.name: p.note for p in plans}
+    assert notes["fixed-w8x4"] == "" and notes["consensus-w8x4"] == (
+        "policies: consensus(beta>=0.95, sink); twin fixed-w8x4")
