@@ -23,3 +23,19 @@ class RunObserver(Protocol):
 
     def round_finished(self, summary: RoundSummary) -> None:
         """Every node of the round is final."""
+
+
+class QuietObserver:
+    """A ``RunObserver`` that ignores every callback: subclass it and override what you need."""
+
+    def round_started(self, round_: int, nodes: int, requests: int) -> None:
+        pass
+
+    def request_finished(self, round_: int, nodes: int, completion_tokens: int, failed: bool) -> None:
+        pass
+
+    def node_finished(self, record: NodeRecord) -> None:
+        pass
+
+    def round_finished(self, summary: RoundSummary) -> None:
+        pass

@@ -52,7 +52,6 @@ from pacore_agents._engine import (
     Completion,
     Engine,
     EngineStats,
-    GenerationRequest,
     prefill_between,
 )
 from pacore_agents._errors import ConfigError, EngineError, RunFailedError, unwrap_exception_group
@@ -60,14 +59,14 @@ from pacore_agents._executor import Executor, executor_for
 from pacore_agents._ids import NodeId
 from pacore_agents._logging import bind_context, get_logger
 from pacore_agents._messages import Problem
-from pacore_agents._priority import Priority
+from pacore_agents._observer import QuietObserver
 from pacore_agents._references import derive_seed
 from pacore_agents._run import run
-from pacore_agents._trace import NodeRecord, RoundSummary
-from pacore_agents._wrappers import RetryPolicy
+from pacore_agents._trace import NodeRecord
 from pacore_agents.engines import create_engine
 
 from ._baselines import (
+    Admitted,
     TrajectoryPool,
     budget_matched_sizes,
     generate_trajectories,
@@ -95,17 +94,6 @@ def mentions_references(rec: NodeRecord) -> bool:
     return bool(CROSS_REF_RE.search(rec.content or "") or CROSS_REF_RE.search(rec.reasoning or ""))
 
 
-class _Admitted:
-    """Baseline and pool requests through the executor (window, priority, retries)."""
-
-    def __init__(self, executor: Executor, retry: RetryPolicy) -> None:
-        self.executor, self.retry = executor, retry
-
-    async def generate(self, request: GenerationRequest) -> list[Completion]:
-        priority = Priority(1, 0, self.executor.new_run())
-        return await self.executor.generate(request, priority=priority, retry=self.retry)
-
-
 @dataclass
 class StudyRunSummary:
     """What one ``run_study`` call did."""
@@ -122,7 +110,7 @@ class StudyRunSummary:
     grading: dict[str, Any] = field(default_factory=dict)
 
 
-class _GradeAsFinished:
+class _GradeAsFinished(QuietObserver):
     """A ``RunObserver`` that starts grading each node in ``tg`` as soon as its record is final;
     the verdict lands in the grader's cache, where ``_grade_nodes`` finds it."""
 
@@ -133,14 +121,6 @@ class _GradeAsFinished:
         if self.gold is not None and record.error is None and record.content is not None:
             self.tg.start_soon(self.grader.grade, self.gold, record.message)
 
-    def round_started(self, round_: int, nodes: int, requests: int) -> None:
-        pass
-
-    def request_finished(self, round_: int, nodes: int, completion_tokens: int, failed: bool) -> None:
-        pass
-
-    def round_finished(self, summary: RoundSummary) -> None:
-        pass
 
 
 class StudyRunner:
@@ -150,7 +130,7 @@ class StudyRunner:
         self.spec, self.store, self.engine, self.grader = spec, store, engine, grader
         self.engines = dict(engines or {})  # the named engines besides the default
         self.executor = executor_for(engine)
-        self.requests = _Admitted(self.executor, spec.retry)
+        self.requests = Admitted(self.executor, spec.retry)
         self.problems = list(problems)
         self.progress = progress
         seed = spec.seed if spec.seeded else None
