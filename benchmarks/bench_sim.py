@@ -13,6 +13,10 @@ and the same on every run and machine. Three parts:
 (c) CPU profile (calibrated on the vLLM CPU server), the anchor workload (16 problems, [8, 4] +
     sink, 128 tokens): ours vs the published pattern vs the compute floor (computed prefill at
     the prefill rate plus completion tokens at the decode ceiling, as perf_anchor defines it).
+(d) Quorums (issue 20), the workload of (a): the next round starts when q of a round's
+    messages are in, the stragglers cancelled (or left to finish for the record); makespan vs
+    the published pattern at 1024 and 64 (target: 28/32 + 3/4 <= 0.7x the 1024 one), and the
+    tokens each arm generated, cancelled stragglers' partial tokens included.
 
 The bound (b): per problem, the longest path through the node DAG where a node costs its
 minimal prefill (its prompt minus the full blocks it shares with any other prompt of the
@@ -20,7 +24,7 @@ problem, at least the last partial block) at the prefill rate plus its tokens at
 over all problems, the work bound sum(tokens) * step(C) / C + sum(minimal prefill) / rate. Both
 are lower bounds of any schedule on the simulator; the bound is their max.
 
-    python benchmarks/bench_sim.py [--parts a,b,c] [--out bench_sim.json] [--feeding]
+    python benchmarks/bench_sim.py [--parts a,b,c,d] [--out bench_sim.json] [--feeding]
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ from sim_engine import CPU_PROFILE, GPU_PROFILE, LengthModel, SimEngine, SimProf
 from pacore_agents import (
     ChatMessage,
     NodeId,
+    Policies,
     Problem,
+    Quorum,
     RunConfig,
     RunTrace,
     SamplingParams,
@@ -72,7 +78,8 @@ def problems(n: int) -> list[Problem]:
 
 
 async def run_ours(profile: SimProfile, lengths: LengthModel, probs: Sequence[Problem], topology: Topology,
-                   *, mode: str = "dataflow", split: bool = True) -> tuple[float, dict[str, Any], list[RunTrace]]:
+                   *, mode: str = "dataflow", split: bool = True,
+                   policies: Policies | None = None) -> tuple[float, dict[str, Any], list[RunTrace]]:
     """Every problem as a concurrent ``run()`` on one simulated engine; (makespan, engine
     summary, traces)."""
     config = RunConfig.model_validate({"sampling": SamplingParams(temperature=1.0, top_p=1.0,
@@ -83,7 +90,7 @@ async def run_ours(profile: SimProfile, lengths: LengthModel, probs: Sequence[Pr
         start = anyio.current_time()
 
         async def one(problem: Problem) -> None:
-            traces.append((await run(problem, topology, engine, config=config)).trace)
+            traces.append((await run(problem, topology, engine, config=config, policies=policies)).trace)
 
         with executor_for(engine).feeder() if FEEDING else nullcontext():
             async with anyio.create_task_group() as tg:
@@ -155,6 +162,36 @@ def lower_bound(traces: Sequence[RunTrace], topology: Topology, profile: SimProf
     return {"critical_path_s": critical, "work_s": work, "bound_s": max(critical, work)}
 
 
+def lower_bound_seen(traces: Sequence[RunTrace], profile: SimProfile) -> dict[str, float]:
+    """The bound of ``lower_bound`` along the edges each node actually read (``inputs``: a quorum's
+    stragglers are not on any path), with every generated token in the work bound (cancelled
+    stragglers' partial tokens included), and a third: round 1's tokens at full batch plus the
+    shortest round-2-and-sink rest of any problem (the last problem to leave round 1 still has
+    one)."""
+    step1, cap = profile.step_time(1), profile.capacity
+    critical, tokens, prefill, first_round, rest = 0.0, 0, 0, 0, float("inf")
+    for trace in traces:
+        pre = min_prefill(trace, profile.block_size)
+        first_round += sum(r.usage.completion_tokens for r in trace.round_nodes(1))
+        sink = trace.node(trace.sink)
+        rest = min(rest, (max((trace.node(i).usage.completion_tokens for i in sink.inputs), default=0)
+                          + sink.usage.completion_tokens) * step1)
+        finish: dict[str, float] = {}
+        for r in trace.nodes:  # sorted by round: inputs come first
+            start = max((finish.get(i, 0.0) for i in r.inputs), default=0.0)
+            finish[r.id] = start + profile.prefill_time(pre[r.id]) + r.usage.completion_tokens * step1
+            tokens += r.usage.completion_tokens
+            prefill += pre[r.id] if r.status != "skipped" else 0
+        critical = max(critical, finish[trace.sink])
+    work = tokens * profile.step_time(cap) / cap + profile.prefill_time(prefill)
+    # the last problem's round 1 ends no sooner than all round-1 tokens take at full batch; then
+    # its round 2 and sink still run (at least the shortest such rest of any problem): this
+    # schedule's round-1 spend (its stragglers' partial tokens) bounds what any order could do
+    tail = first_round * profile.step_time(cap) / cap + rest
+    return {"critical_path_s": critical, "work_s": work, "round1_then_rest_s": tail,
+            "bound_s": max(critical, work, tail)}
+
+
 # ---- the parts -------------------------------------------------------------------------------
 def part_a(n_problems: int = 64, widths: Sequence[int] = (32, 4)) -> dict[str, Any]:
     probs = problems(n_problems)
@@ -220,6 +257,61 @@ def part_c(n_problems: int = 16, widths: Sequence[int] = (8, 4)) -> dict[str, An
                        "published_1024": shipped_sum}}
 
 
+#: (label, q per round, stragglers) of part (d)
+QUORUM_ARMS: tuple[tuple[str, list[float], str], ...] = (
+    ("quorum 28/32 + 3/4, cancel", [28, 3], "cancel"),
+    ("quorum 24/32 + 2/4, cancel", [24, 2], "cancel"),
+    ("quorum 28/32 + 3/4, finish", [28, 3], "finish"),
+)
+
+
+def _tokens(traces: Sequence[RunTrace]) -> dict[str, int]:
+    events = [e for t in traces for e in t.policy_events]
+    return {"effective_ttc": sum(t.effective_ttc for t in traces),
+            "cancelled": sum(len(e.cancelled) for e in events), "skipped": sum(len(e.skipped) for e in events),
+            "cancelled_tokens": sum(e.cancelled_tokens for e in events),
+            "tokens_unknown": sum(e.tokens_unknown for e in events)}
+
+
+def part_d(n_problems: int = 64, widths: Sequence[int] = (32, 4)) -> dict[str, Any]:
+    probs = problems(n_problems)
+    topo = all_to_all(list(widths))
+    fixed, fixed_sum, fixed_traces = simulate(lambda: run_ours(GPU_PROFILE, GPU_LENGTHS, probs, topo))
+    shipped, shipped_sum = simulate(lambda: run_published(GPU_PROFILE, GPU_LENGTHS, probs, widths, SHIPPED_CONCURRENCY))
+    pub, pub_sum = simulate(lambda: run_published(GPU_PROFILE, GPU_LENGTHS, probs, widths))
+    arms = [{"arm": "ours, fixed width (no policy)", "makespan_s": fixed, **_tokens(fixed_traces),
+             "mean_problem_s": fixed_sum["mean_problem_s"], "bound": lower_bound_seen(fixed_traces, GPU_PROFILE),
+             "occupancy_deciles": fixed_sum["occupancy_deciles"]}]
+    for label, q, mode in QUORUM_ARMS:
+        policies = Policies(quorum=Quorum(q=q, stragglers=mode))  # type: ignore[arg-type]
+        span, summary, traces = simulate(
+            lambda: run_ours(GPU_PROFILE, GPU_LENGTHS, probs, topo, policies=policies))  # noqa: B023
+        arms.append({"arm": label, "makespan_s": span, **_tokens(traces), "mean_problem_s": summary["mean_problem_s"],
+                     "bound": lower_bound_seen(traces, GPU_PROFILE), "occupancy_deciles": summary["occupancy_deciles"]})
+    for arm in arms:
+        arm["vs_published_1024"] = arm["makespan_s"] / shipped
+        arm["vs_published_64"] = arm["makespan_s"] / pub
+        arm["tokens_vs_fixed"] = arm["effective_ttc"] / arms[0]["effective_ttc"]
+    return {"workload": f"{n_problems} problems, all-to-all {list(widths)} + sink, GPU profile",
+            "published_1024_s": shipped, "published_s": pub, "target": 0.7, "arms": arms,
+            "published_completion_tokens": {"1024": shipped_sum["completion_tokens"], "64": pub_sum["completion_tokens"]}}
+
+
+def _print_d(d: dict[str, Any]) -> None:
+    print(f"\n(d) quorums, {d['workload']}: published pattern {d['published_1024_s']:.1f} s at semaphore 1024, "
+          f"{d['published_s']:.1f} s at 64")
+    print(f"  {'arm':<32}{'makespan s':>12}{'vs pub 1024':>13}{'vs pub 64':>11}{'tokens':>12}{'vs fixed':>10}"
+          f"{'cancelled':>11}{'their tok':>11}{'latency s':>11}{'bound s':>9}{'/bound':>8}")
+    for a in d["arms"]:
+        print(f"  {a['arm']:<32}{a['makespan_s']:>12.1f}{a['vs_published_1024']:>13.3f}{a['vs_published_64']:>11.3f}"
+              f"{a['effective_ttc']:>12,}{a['tokens_vs_fixed']:>10.3f}{a['cancelled']:>11,}"
+              f"{a['cancelled_tokens']:>11,}{a['mean_problem_s']:>11.1f}{a['bound']['bound_s']:>9.1f}"
+              f"{a['makespan_s'] / a['bound']['bound_s']:>8.3f}")
+    for a in d["arms"]:
+        print(f"  batch by tenth of the run, {a['arm']:<32}: {a['occupancy_deciles']}")
+    print(f"  target: 28/32 + 3/4 (cancel) <= {d['target']}x the published pattern at 1024")
+
+
 def _print_a(a: dict[str, Any]) -> None:
     print(f"\n(a) {a['workload']}")
     e = a["engine"]
@@ -271,7 +363,7 @@ def _print_c(c: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="a,b,c", help="comma list of a, b, c")
+    parser.add_argument("--parts", default="a,b,c,d", help="comma list of a, b, c, d")
     parser.add_argument("--out", type=Path, default=Path("bench_sim.json"), help="JSON results")
     parser.add_argument("--feeding", action="store_true",
                         help="what-if: our runs execute inside executor_for(engine).feeder(), the "
@@ -281,9 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     global FEEDING
     FEEDING = args.feeding
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"a", "b", "c"}
+    unknown = parts - {"a", "b", "c", "d"}
     if unknown:
-        print(f"error: unknown part {sorted(unknown)[0]!r}: use a, b or c", file=sys.stderr)
+        print(f"error: unknown part {sorted(unknown)[0]!r}: use a, b, c or d", file=sys.stderr)
         return 2
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "feeding": FEEDING,
                                "profiles": {"gpu": GPU_PROFILE.model_dump(), "cpu": CPU_PROFILE.model_dump()},
@@ -298,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "c" in parts:
         results["c"] = part_c()
         _print_c(results["c"])
+    if "d" in parts:
+        results["d"] = part_d()
+        _print_d(results["d"])
     results["host_seconds"] = round(time.perf_counter() - t0, 1)
     args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(f"\nwrote {args.out} ({results['host_seconds']} s of host time)")

@@ -201,6 +201,7 @@ class SimEngine(FunctionEngine):
         self._step = 0  # decode steps executed since the engine started
         self._pending_prefill = 0  # tokens admitted, not yet charged to a step
         self._counter = itertools.count()
+        self._partial: dict[tuple[str, str], int] = {}  # tokens of cancelled sequences
         self._wake = anyio.Event()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -254,13 +255,23 @@ class SimEngine(FunctionEngine):
         try:
             await req.done.wait()
         finally:
-            for seq in seqs:  # cancelled callers free their slots
+            for seq in seqs:  # cancelled callers free their slots at once
                 if seq.record.finished is None:
                     seq.cancelled = True
-                    self._running.pop(seq.uid, None)
+                    if self._running.pop(seq.uid, None) is not None:
+                        started = seq.finish_step - seq.record.length
+                        self._partial[(pid, seq.record.node)] = max(0, self._step - started)
+                        self._wake.set()
+                    else:
+                        self._partial[(pid, seq.record.node)] = 0
         for seq, completion in zip(seqs, out, strict=True):
             completion.usage.cached_tokens = seq.record.prefill_cached
         return out
+
+    def tokens_so_far(self, request: GenerationRequest) -> int | None:
+        """Decode steps a cancelled sequence ran (its tokens), from the last completed step."""
+        nodes = request.metadata.nodes
+        return self._partial.get((str(request.metadata.problem_id), str(nodes[0]))) if nodes else None
 
     # ---- the model ----------------------------------------------------------------------------
     def _admit_one(self, seq: _Seq) -> None:

@@ -13,6 +13,7 @@ from ._lazy import attach
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from ._answers import AnswerEquivalence, StringEquivalence, extract_answer
     from ._config import PACORE_SAMPLING, FailurePolicy, RunConfig
     from ._engine import (
         Completion,
@@ -24,19 +25,28 @@ if TYPE_CHECKING:
         SamplingParams,
         Usage,
     )
-    from ._errors import ConfigError, EngineError, PacoreError, RunFailedError, TopologyError
+    from ._errors import (
+        ConfigError,
+        EngineError,
+        PacoreError,
+        PolicyError,
+        RunFailedError,
+        TopologyError,
+    )
     from ._executor import DEFAULT_WINDOW, Executor, executor_for
     from ._function_engine import FunctionEngine
     from ._ids import AgentIndex, NodeId, ProblemId, RoleName, Round
     from ._messages import ChatMessage, Problem
     from ._meter import ExecutorStats
+    from ._observer import RunObserver
     from ._plan import NodePlan, Planner
+    from ._policies import AdaptiveWidth, ConsensusStop, Policies, Quorum, StopRule
     from ._priority import Priority
     from ._references import OrderPolicy, Reference, derive_seed, order_references
     from ._role_merge import RoleOverride, merge_roles
     from ._roles import PromptContext, Role, RoleBook, builtin_roles, pacore_compact
     from ._run import RunResult, resolve_topology, run, run_sync
-    from ._scheduler import MergeGroup, RunDriver, RunObserver
+    from ._scheduler import MergeGroup, RunDriver
     from ._specs import TopologySpec, build, builtin_topologies, load_topology, parse_spec
     from ._topology import (
         Topology,
@@ -48,7 +58,15 @@ if TYPE_CHECKING:
         star,
         validate,
     )
-    from ._trace import NodeRecord, NodeStatus, RoundSummary, RunStats, RunTrace, Truncation
+    from ._trace import (
+        NodeRecord,
+        NodeStatus,
+        PolicyEvent,
+        RoundSummary,
+        RunStats,
+        RunTrace,
+        Truncation,
+    )
     from ._wrappers import ConcurrencyLimitedEngine, EngineWrapper, RetryingEngine, RetryPolicy
 
 if not TYPE_CHECKING:  # type checkers see the imports above, not a catch-all __getattr__
@@ -57,11 +75,14 @@ if not TYPE_CHECKING:  # type checkers see the imports above, not a catch-all __
 __all__ = [
     "DEFAULT_WINDOW",
     "PACORE_SAMPLING",
+    "AdaptiveWidth",
     "AgentIndex",
+    "AnswerEquivalence",
     "ChatMessage",
     "Completion",
     "ConcurrencyLimitedEngine",
     "ConfigError",
+    "ConsensusStop",
     "Engine",
     "EngineError",
     "EngineInfo",
@@ -80,10 +101,14 @@ __all__ = [
     "OrderPolicy",
     "PacoreError",
     "Planner",
+    "Policies",
+    "PolicyError",
+    "PolicyEvent",
     "Priority",
     "Problem",
     "ProblemId",
     "PromptContext",
+    "Quorum",
     "Reference",
     "RequestMetadata",
     "RetryPolicy",
@@ -102,6 +127,8 @@ __all__ = [
     "RunStats",
     "RunTrace",
     "SamplingParams",
+    "StopRule",
+    "StringEquivalence",
     "Topology",
     "TopologyError",
     "TopologySpec",
@@ -113,6 +140,7 @@ __all__ = [
     "builtin_topologies",
     "derive_seed",
     "executor_for",
+    "extract_answer",
     "from_edges",
     "from_graph",
     "hierarchical",

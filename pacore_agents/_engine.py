@@ -185,6 +185,11 @@ class Engine(ABC):
             on_sample(i, completion)
         return out
 
+    def tokens_so_far(self, request: GenerationRequest) -> int | None:
+        """The completion tokens generated for ``request`` (n = 1) before it was cancelled, or
+        None if the engine cannot say (the default). A quorum counts them in effective TTC."""
+        return None
+
     async def stats(self) -> EngineStats | None:
         """Engine-side counters (see ``EngineStats``), or None if the engine reports none."""
         return None

@@ -60,6 +60,11 @@ class EngineError(PacoreError):
         return "; ".join(parts)
 
 
+class PolicyError(PacoreError):
+    """A stopping or quorum policy could not decide: its answer equivalence failed (the message
+    names the equivalence and, where the run raises it, the policy and round)."""
+
+
 class RunFailedError(PacoreError):
     """A run ended because a node failed under the ``fail`` policy, the sink failed, or the run
     timed out. ``trace`` (a ``RunTrace``) holds everything done up to then."""

@@ -8,7 +8,7 @@ its inputs' final records, never on when or in which order they completed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +37,12 @@ class NodePlan:
     inputs: tuple[str, ...] = ()
     missing_inputs: tuple[str, ...] = ()
     truncations: tuple[Truncation, ...] = ()
+    dropped_inputs: tuple[str, ...] = ()
 
     def record(self, **outcome: Any) -> NodeRecord:
         """A fresh record of this plan with ``outcome``'s fields (already of their types)."""
+        if self.dropped_inputs:
+            outcome["dropped_inputs"] = list(self.dropped_inputs)
         return new_record(self.node, self.role.name, inputs=list(self.inputs),
                           missing_inputs=list(self.missing_inputs), prompt=list(self.prompt),
                           truncations=list(self.truncations), **outcome)
@@ -84,14 +87,24 @@ class Planner:
             cached = self._sampling[role.name] = self.config.sampling.merged(role.sampling)
         return cached
 
-    def plan(self, node: NodeId, applied: Mapping[NodeId, NodeRecord]) -> NodePlan:
-        """The node's plan from its in-neighbours' applied records (all must be applied)."""
+    def plan(self, node: NodeId, applied: Mapping[NodeId, NodeRecord], *,
+             sources: tuple[NodeId, ...] | None = None, hidden: Collection[NodeId] = ()) -> NodePlan:
+        """The node's plan from its in-neighbours' applied records (all must be applied).
+
+        Policies (``_adaptive``): ``sources`` replaces the topology's in-neighbours (a consensus
+        stop's sink reads the round it stopped at); in-neighbours in ``hidden`` (stragglers past
+        a quorum) or ``skipped`` are left out of the prompt and listed as ``dropped_inputs``."""
         role = self.role_of(node)
         sampling = self.sampling_of(role)
-        sources = self.topology.input_ids(node)
+        sources = self.topology.input_ids(node) if sources is None else sources
+        dropped: tuple[str, ...] = ()
+        if hidden or any(applied[s].status == "skipped" for s in sources if s in applied):
+            gone = [s for s in sources if s in hidden or applied[s].status == "skipped"]
+            dropped = tuple(str(s) for s in gone)
+            sources = tuple(s for s in sources if s not in gone)
         if not sources:
             ctx = PromptContext(self.problem, node, self.topology.num_rounds, [])
-            return NodePlan(node, role, sampling, role.build_prompt(ctx))
+            return NodePlan(node, role, sampling, role.build_prompt(ctx), dropped_inputs=dropped)
         refs = []
         for src in sources:
             record = applied[src]
@@ -100,7 +113,7 @@ class Planner:
         missing = tuple(str(ref.source) for ref in refs if ref.raw is None)  # raw is None: not ok
         prompt, cuts = self._fit(node, role, sampling, ordered)
         return NodePlan(node, role, sampling, prompt, tuple(str(r.source) for r in ordered), missing,
-                        tuple(cuts))
+                        tuple(cuts), dropped)
 
     # ---- budget ------------------------------------------------------------------------
     def _fit(self, node: NodeId, role: Role, sampling: SamplingParams,

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from ._answers import AnswerEquivalence
 from ._binding import EngineBinding
 from ._config import RunConfig
 from ._engine import Completion, Engine, prefill_between
@@ -22,6 +23,7 @@ from ._errors import ConfigError, RunFailedError, unwrap_exception_group
 from ._ids import NodeId
 from ._logging import get_logger
 from ._messages import ChatMessage, Problem
+from ._policies import Policies
 from ._role_merge import RolesArg, merge_roles
 from ._roles import RoleBook, builtin_roles
 from ._scheduler import RunDriver, RunObserver
@@ -61,9 +63,15 @@ def _trace(driver: RunDriver, started: float, error: str | None, binding: Engine
     sink = driver.records.get(topology.sink)
     records = [driver.records[n] for n in sorted(driver.records)]
     failed = any(r.status == "failed" for r in records)
+    adaptive = driver.adaptive
+    answered = adaptive.answer if adaptive is not None and adaptive.answer is not None else None
+    answer = answered[1] if answered is not None else sink.message if sink is not None else None
     return RunTrace(
         version=TRACE_VERSION,
-        answer=sink.message if sink is not None and error is None else None,
+        answer=answer if error is None else None,
+        answered_by=str(answered[0] if answered is not None else topology.sink) if error is None else None,
+        policies=None if adaptive is None else adaptive.policies.model_dump(mode="json"),
+        policy_events=[] if adaptive is None else adaptive.events,
         sink=str(topology.sink),
         effective_ttc=sum(r.usage.completion_tokens for r in records),
         degraded=failed and error is None,
@@ -96,6 +104,8 @@ async def run(
     precomputed: Mapping[NodeId, Completion] | None = None,
     observer: RunObserver | None = None,
     unit: str | None = None,
+    policies: Policies | None = None,
+    equivalence: AnswerEquivalence | None = None,
 ) -> RunResult:
     """Run ``problem`` over ``topology`` on ``engine``; return the sink's answer and the trace.
 
@@ -110,6 +120,9 @@ async def run(
     (``merge_roles``: a ``RoleOverride`` changes the fields it sets, a ``Role`` replaces);
     ``precomputed`` supplies completions for nodes that must not be sent to the engine;
     ``unit`` labels the run's requests (``RequestMetadata.unit``) and log lines.
+    ``policies`` (``_policies``: consensus stop, adaptive width, quorum) replace the topology
+    spec's own; ``equivalence`` compares their answers (required by ``equivalence = "task"``;
+    default: normalised strings). The trace records what they did (``policy_events``).
     Raises ``RunFailedError`` (with ``.trace``, every node's ``status`` set) when a node fails
     under ``on_failure="fail"``, the sink fails, or ``config.timeout`` passes; ``ConfigError``
     for bad input, before any request is sent. Never an ``ExceptionGroup``.
@@ -119,9 +132,13 @@ async def run(
     prob = Problem.coerce(problem)
     topo = resolve_topology(topology)
     book = RoleBook(merge_roles({**builtin_roles(), **topo.roles}, roles))
+    chosen = policies if policies is not None else topo.policies
+    if chosen is not None and not chosen.empty and chosen.equivalence == "task" and equivalence is None:
+        raise ConfigError("policies.equivalence = 'task' compares answers by the task's own check: pass "
+                          "equivalence= (e.g. pacore_agents.studies.task_equivalence) or use 'string'")
     binding.begin()
     try:
-        return await _run(prob, topo, binding, config, book, precomputed, observer, unit)
+        return await _run(prob, topo, binding, config, book, precomputed, observer, unit, (chosen, equivalence))
     except BaseExceptionGroup as group:
         raise unwrap_exception_group(group) from None
     finally:
@@ -130,7 +147,8 @@ async def run(
 
 async def _run(prob: Problem, topo: Topology, binding: EngineBinding, config: RunConfig,
                book: RoleBook, precomputed: Mapping[NodeId, Completion] | None,
-               observer: RunObserver | None, unit: str | None) -> RunResult:
+               observer: RunObserver | None, unit: str | None,
+               adaptive: tuple[Policies | None, AnswerEquivalence | None]) -> RunResult:
     lane = binding.default
     engine, executor = lane.engine, lane.executor
     started = time.time()
@@ -147,7 +165,8 @@ async def _run(prob: Problem, topo: Topology, binding: EngineBinding, config: Ru
                 before = await engine.stats()
             # roles are resolved (unknown roles fail) before any request is sent
             driver = RunDriver(prob, topo, executor, config, book, precomputed=precomputed,
-                               observer=observer, unit=unit, binding=binding)
+                               observer=observer, unit=unit, binding=binding, policies=adaptive[0],
+                               equivalence=adaptive[1])
             await driver.drive()
     except TimeoutError:
         if driver is None:
@@ -156,11 +175,15 @@ async def _run(prob: Problem, topo: Topology, binding: EngineBinding, config: Ru
         error = f"the run timed out after {config.timeout}s ({done} of {len(topo.nodes())} nodes completed)"
         driver.finish("timed_out", f"timed out: the run's timeout of {config.timeout}s passed before it completed")
     assert driver is not None
+    if driver.adaptive is not None and driver.adaptive.error is not None and error is None:
+        error = str(driver.adaptive.error)
+        driver.finish("cancelled", f"cancelled: {error}")
     if driver.failure is not None:
         error = f"node {driver.failure} failed: {driver.records[driver.failure].error}"
         driver.finish("cancelled", f"cancelled: the run failed at node {driver.failure}")
     sink = driver.records.get(topo.sink)
-    if error is None and (sink is None or sink.status != "ok"):
+    plurality = driver.adaptive is not None and driver.adaptive.answer is not None
+    if error is None and not plurality and (sink is None or sink.status != "ok"):
         error = f"the sink {topo.sink} failed: {sink.error if sink else 'not run'}"
     after = await engine.stats() if before is not None and executor.runs_active == 1 else None
     stats = RunStats(

@@ -20,19 +20,24 @@
 - **Failures.** ``on_failure="fail"``: the first failed node cancels the run's other work;
   ``continue``: the failure is recorded and dependents go on without that message. Nodes that
   never completed are marked ``cancelled`` or ``timed_out`` (``finish``).
+- **Policies** (``_policies``; their state in ``_adaptive``) may send a round one sample per
+  request (the same seeds), launch it in waves, release a round at a quorum (stragglers
+  cancelled through their cancel scope) or skip rounds; without policies nothing changes.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from contextlib import nullcontext
+from typing import Any
 
 import anyio
 import anyio.abc
 
-from ._binding import EngineBinding, Lane, named_error
+from ._adaptive import Adaptive
+from ._answers import AnswerEquivalence, StringEquivalence
+from ._binding import EngineBinding, named_error
 from ._config import RunConfig
 from ._engine import (
     TRUSTED_METADATA,
@@ -40,90 +45,25 @@ from ._engine import (
     TRUSTED_SAMPLING,
     Completion,
     GenerationRequest,
-    SamplingParams,
 )
 from ._errors import ConfigError, EngineError
 from ._executor import Executor
 from ._ids import NodeId, ProblemId, Round
 from ._logging import get_logger
-from ._messages import ChatMessage, Problem
+from ._merge import LogicalRequest, MergeGroup, NodeJob, RequestKey, RoundState, merge_groups
+from ._messages import Problem
+from ._observer import RunObserver
 from ._plan import NodePlan, Planner
+from ._policies import Policies
 from ._priority import Priority, Slots, Ticket
 from ._references import derive_seed
 from ._roles import RoleBook
 from ._topology import Topology
 from ._trace import NodeRecord, NodeStatus, RoundSummary, new_record
 
+__all__ = ["MergeGroup", "RunDriver", "RunObserver", "merge_groups"]
+
 log = get_logger("pacore_agents.scheduler")
-
-#: nodes whose prompts are equal merge; a node that must not merge adds itself to the key
-_RequestKey = tuple[tuple[ChatMessage, ...], SamplingParams, NodeId | None]
-
-
-class RunObserver(Protocol):
-    """Progress callbacks; called on the event loop, must not block. An observer may also define
-    ``sink_text(delta: str) -> None`` to receive the sink's text as the engine generates it."""
-
-    def round_started(self, round_: int, nodes: int, requests: int) -> None:
-        """The round's first node is planned (``requests``: requests planned with it)."""
-
-    def request_finished(self, round_: int, nodes: int, completion_tokens: int, failed: bool) -> None:
-        """A request is done (live progress)."""
-
-    def node_finished(self, record: NodeRecord) -> None:
-        """A node's record is final."""
-
-    def round_finished(self, summary: RoundSummary) -> None:
-        """Every node of the round is final."""
-
-
-@dataclass(frozen=True, slots=True)
-class MergeGroup:
-    """Nodes of one round with the same in-neighbours and role: they become ready together."""
-
-    round: int
-    nodes: tuple[NodeId, ...]
-
-
-def merge_groups(topology: Topology, planner: Planner) -> list[MergeGroup]:
-    """The run's merge groups, in sorted order of their first node."""
-    groups: dict[tuple[int, tuple[NodeId, ...], str], list[NodeId]] = {}
-    for node in topology.nodes():
-        key = (node.round, topology.input_ids(node), planner.role_of(node).name)
-        groups.setdefault(key, []).append(node)
-    return [MergeGroup(key[0], tuple(nodes)) for key, nodes in groups.items()]
-
-
-@dataclass(slots=True)
-class _Request:
-    """One logical request: ``plans[i]`` is sample i."""
-
-    index: int
-    plans: list[NodePlan]
-    seed: int | None
-    sampling: SamplingParams
-    lane: Lane
-
-
-@dataclass(slots=True)
-class _RoundState:
-    left: int
-    requests: int = 0
-    started: bool = False
-    summary: RoundSummary | None = None
-
-
-class _NodeJob:
-    """The executor's job for one request of a run (an object, not a closure: thousands wait)."""
-
-    __slots__ = ("driver", "first", "plans", "priority", "req")
-
-    def __init__(self, driver: RunDriver, req: _Request, plans: list[NodePlan], first: int,
-                 priority: Priority) -> None:
-        self.driver, self.req, self.plans, self.first, self.priority = driver, req, plans, first, priority
-
-    async def __call__(self, slots: Slots) -> None:
-        await self.driver.execute(self.req, self.plans, self.first, self.priority, slots)
 
 
 class RunDriver:
@@ -132,8 +72,11 @@ class RunDriver:
     def __init__(self, problem: Problem, topology: Topology, executor: Executor, config: RunConfig,
                  roles: RoleBook, *, precomputed: Mapping[NodeId, Completion] | None = None,
                  observer: RunObserver | None = None, unit: str | None = None,
-                 run_seq: int | None = None, binding: EngineBinding | None = None) -> None:
-        """``binding``: the run's named engines (``_binding``); None: ``executor``'s engine alone."""
+                 run_seq: int | None = None, binding: EngineBinding | None = None,
+                 policies: Policies | None = None, equivalence: AnswerEquivalence | None = None) -> None:
+        """``binding``: the run's named engines (``_binding``); None: ``executor``'s engine alone.
+        ``policies``: checked against the topology here (``ConfigError``); ``equivalence``
+        compares their answers (default: normalised strings)."""
         if binding is None:
             binding = EngineBinding.single(executor, executor.new_run() if run_seq is None else run_seq)
         self.binding = binding
@@ -159,7 +102,7 @@ class RunDriver:
         self.orchestration = 0.0
         self.unique_prompt_tokens = 0
         self._requests = 0
-        self._rounds = [_RoundState(left=w) for w in topology.widths]
+        self._rounds = [RoundState(left=w) for w in topology.widths]
         self._pending: dict[int, int] = {}
         self._waiting_node: dict[NodeId, tuple[int, ...]] = {}
         self._waiting_round: dict[int, list[int]] = {}
@@ -167,6 +110,12 @@ class RunDriver:
         self._queued: dict[str, set[Ticket]] = {lane.name: set() for lane in binding}
         self._left = len(topology.nodes())
         self._done = anyio.Event()
+        self.adaptive = None if policies is None or policies.empty else Adaptive(
+            self, policies, equivalence or StringEquivalence())
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup | None:
+        return self._tg
 
     @property
     def summaries(self) -> list[RoundSummary]:
@@ -216,10 +165,15 @@ class RunDriver:
         t0 = time.perf_counter()
         nodes = self.groups[index]
         round_ = nodes[0].round
-        requests: dict[_RequestKey, list[NodePlan]] = {}
+        requests: dict[RequestKey, list[NodePlan]] = {}
         now_applied: list[NodePlan] = []
+        adaptive = self.adaptive
         for node in nodes:
-            plan = self.planner.plan(node, self.records)
+            if adaptive is not None and node in adaptive.closed:
+                self.skip(node, None)
+                continue
+            plan = self.planner.plan(node, self.records) if adaptive is None else self.planner.plan(
+                node, self.records, sources=adaptive.sources.get(node), hidden=adaptive.hidden)
             self.plans[node] = plan
             if node in self.precomputed:
                 now_applied.append(plan)
@@ -232,12 +186,16 @@ class RunDriver:
             state.started = True
             if self.observer is not None:
                 self.observer.round_started(round_, len(self.topology.nodes(round_)), len(requests))
+        made = []
         for (_, sampling, _), plans in requests.items():
             seed = sampling.seed
             if self.config.seed is not None and seed is None:
                 seed = derive_seed(self.config.seed, self.problem.id, plans[0].node, len(plans))
-            self._submit(_Request(self._requests, plans, seed, sampling, self.binding.lane_for(plans[0].role)))
+            made.append(LogicalRequest(self._requests, plans, seed, sampling, self.binding.lane_for(plans[0].role)))
             self._requests += 1
+        if adaptive is None or not adaptive.launch(made):
+            for req in made:
+                self._submit(req)
         self._account(t0)
         for plan in now_applied:
             self._apply(plan, self.precomputed[plan.node], None, precomputed=True)
@@ -247,7 +205,7 @@ class RunDriver:
         self.orchestration += spent
         self.executor.add_orchestration(spent)
 
-    def _engine_request(self, req: _Request, plans: list[NodePlan], first: int,
+    def _engine_request(self, req: LogicalRequest, plans: list[NodePlan], first: int,
                         priority: Priority) -> GenerationRequest:
         seed = None if req.seed is None else req.seed + first
         node = plans[0].node
@@ -260,22 +218,34 @@ class RunDriver:
                 "nodes": tuple(p.node for p in plans), "unit": self.unit,
                 "priority": priority.engine_priority(req.lane.executor.feeding)})})
 
-    def _submit(self, req: _Request) -> None:
+    def _submit(self, req: LogicalRequest) -> None:
         assert self._tg is not None
         first = req.plans[0].node
         remaining = self.topology.num_rounds - first.round
         lane = req.lane
         executor, queued = lane.executor, self._queued[lane.name]
-        if executor.split and len(req.plans) > 1:
-            for i, plan in enumerate(req.plans):
-                pri = Priority(first.round, remaining, lane.seq, (first.agent, i))
-                executor.submit(self._tg, pri, 1, _NodeJob(self, req, [plan], i, pri), queued)
+        per_sample = self.adaptive is not None and self.adaptive.per_sample(first.round)
+        if (executor.split or per_sample) and len(req.plans) > 1:
+            for i in range(len(req.plans)):
+                self.submit_sample(req, i)
         else:
             pri = Priority(first.round, remaining, lane.seq, (first.agent,))
-            executor.submit(self._tg, pri, len(req.plans), _NodeJob(self, req, req.plans, 0, pri), queued)
+            ticket = executor.submit(self._tg, pri, len(req.plans), NodeJob(self, req, req.plans, 0, pri), queued)
+            if per_sample and self.adaptive is not None:
+                self.adaptive.keep_ticket(first, executor, ticket)
+
+    def submit_sample(self, req: LogicalRequest, i: int) -> None:
+        """Submit sample ``i`` of ``req`` alone (seed + i, as an engine that splits samples)."""
+        assert self._tg is not None
+        first, lane = req.plans[0].node, req.lane
+        pri = Priority(first.round, self.topology.num_rounds - first.round, lane.seq, (first.agent, i))
+        ticket = lane.executor.submit(self._tg, pri, 1, NodeJob(self, req, [req.plans[i]], i, pri),
+                                      self._queued[lane.name])
+        if self.adaptive is not None:
+            self.adaptive.keep_ticket(req.plans[i].node, lane.executor, ticket)
 
     # ---- execute -----------------------------------------------------------------------
-    async def execute(self, req: _Request, plans: list[NodePlan], first: int, priority: Priority,
+    async def execute(self, req: LogicalRequest, plans: list[NodePlan], first: int, priority: Priority,
                       slots: Slots) -> None:
         """Send ``plans`` (samples ``first``.. of ``req``) within ``slots``; apply the results."""
         request = self._engine_request(req, plans, first, priority)
@@ -291,11 +261,22 @@ class RunDriver:
             self._apply(plans[i], completion, None, req=req, sample=first + i, times=(started, time.time()))
 
         lane = req.lane
+        watched = self.adaptive is not None and self.adaptive.per_sample(plans[0].node.round)
+        scope = self.adaptive.scope(plans[0].node) if watched and self.adaptive is not None else None
         try:
             if lane.start_error is not None:  # its engine did not start: fail its nodes only
                 raise lane.start_error
-            out = await lane.executor.generate(request, priority=priority, retry=self.config.retry, slots=slots,
-                                               on_text=on_text, on_sample=sample_ended if len(plans) > 1 else None)
+            with scope or nullcontext():
+                out = await lane.executor.generate(request, priority=priority, retry=self.config.retry,
+                                                   slots=slots, on_text=on_text,
+                                                   on_sample=sample_ended if len(plans) > 1 else None)
+            if scope is not None and scope.cancelled_caught:  # a straggler past its quorum
+                assert self.adaptive is not None
+                fields = self.adaptive.straggler_record(plans[0].node, lane.engine.tokens_so_far(request))
+                self._store(plans[0].record(engine=lane.name, model=lane.model, request=req.index,
+                                            request_n=len(req.plans), seed=request.sampling.seed,
+                                            started_at=started, ended_at=time.time(), **fields))
+                return
         except EngineError as raw:
             exc = named_error(lane, raw) if self.binding.several else raw
             # samples that ended before the failure stand (their records are applied): the log
@@ -322,11 +303,10 @@ class RunDriver:
 
     # ---- apply -------------------------------------------------------------------------
     def _apply(self, plan: NodePlan, completion: Completion | None, error: EngineError | None, *,
-               req: _Request | None = None, sample: int = 0, times: tuple[float, float] | None = None,
+               req: LogicalRequest | None = None, sample: int = 0, times: tuple[float, float] | None = None,
                precomputed: bool = False) -> None:
         """Write the node's record once; release the nodes waiting for it."""
         t0 = time.perf_counter()
-        node = plan.node
         lane = self.binding.lane_for(plan.role)
         fields: dict[str, Any] = {"engine": lane.name, "model": lane.model}  # one construction per node
         if req is not None:
@@ -344,30 +324,50 @@ class RunDriver:
         else:
             assert error is not None
             fields.update(status="failed", error=error.describe(), attempts=error.attempts)
-        record = plan.record(**fields)
+        self._account(t0)
+        self._store(plan.record(**fields))
+
+    def _store(self, record: NodeRecord) -> None:
+        """Keep a node's final record; release the nodes waiting for it (or fail the run)."""
+        node = NodeId.of(record.round, record.agent)
         self.records[node] = record
         self.plans.pop(node, None)  # kept only while the node is unfinished (for ``finish``)
         self.sent.pop(node, None)
         if self.observer is not None:
             self.observer.node_finished(record)
-        self._account(t0)
-        if record.status == "failed" and self.config.on_failure == "fail":
+        late = self.adaptive is not None and node in self.adaptive.hidden  # a straggler: not needed
+        if record.status == "failed" and self.config.on_failure == "fail" and not late:
             if self.failure is None:
                 self.failure = node
-                assert self._tg is not None
-                self._tg.cancel_scope.cancel()
+                self.abort()
             return
-        self._finalized(node)
-
-    def _finalized(self, node: NodeId) -> None:
         self._left -= 1
         if self._left == 0:
             self._done.set()
+        if self.adaptive is None or self.adaptive.final(node, record):
+            self.release(node)
+        elif self._rounds[node.round - 1].summary is not None:  # a late straggler (quorum)
+            self._rounds[node.round - 1].summary = self._summary(node.round)
+
+    def skip(self, node: NodeId, plan: NodePlan | None) -> None:
+        """A policy never launches ``node``: its record says ``skipped``."""
+        lane = self.binding.lane_for(self.planner.role_of(node))
+        record = new_record(node, self.planner.role_of(node).name) if plan is None else plan.record()
+        record.status, record.engine, record.model = "skipped", lane.name, lane.model
+        self._store(record)
+
+    def abort(self) -> None:
+        """Cancel the run's work (a failure under ``fail``, or a policy's error)."""
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+
+    def release(self, node: NodeId) -> None:
+        """``node``'s message is settled for later rounds: release the nodes waiting for it."""
         state = self._rounds[node.round - 1]
         state.left -= 1
         if state.left == 0:
             state.summary = self._summary(node.round)
-            if self.observer is not None:
+            if self.observer is not None and state.started:  # not a round a policy skipped whole
                 self.observer.round_finished(state.summary)
             self._release(self._waiting_round.pop(node.round, None))
         self._release(self._waiting_node.pop(node, None))
@@ -378,7 +378,8 @@ class RunDriver:
         ends = [r.ended_at for r in records if r.ended_at is not None]
         now = time.time()
         return RoundSummary(round=round_, nodes=len(records), requests=self._rounds[round_ - 1].requests,
-                            failed=sum(1 for r in records if r.status != "ok"),
+                            failed=sum(1 for r in records if r.status not in ("ok", "skipped")),
+                            skipped=sum(1 for r in records if r.status == "skipped"),
                             completion_tokens=sum(r.usage.completion_tokens for r in records),
                             started_at=min(starts, default=now), ended_at=max(ends, default=now))
 
@@ -389,14 +390,9 @@ class RunDriver:
             if node in self.records:
                 continue
             plan = self.plans.get(node)
-            if plan is None:
-                record = new_record(node, self.planner.role_of(node).name)
-            else:
-                record = plan.record()
-            record.status = status
-            record.error = reason
-            record.engine = self.binding.lane_for(self.planner.role_of(node)).name
-            record.started_at = self.sent.get(node)
+            record = new_record(node, self.planner.role_of(node).name) if plan is None else plan.record()
+            record.status, record.error = status, reason
+            record.engine, record.started_at = self.binding.lane_for(self.planner.role_of(node)).name, self.sent.get(node)
             self.records[node] = record
         for i, state in enumerate(self._rounds):
             if state.summary is None and state.started:

@@ -1,7 +1,8 @@
 """Declarative topology specs (``topologies/*.toml``): data only, never executed.
 
 A spec names a ``kind`` (a builder) and its ``params``, or explicit ``edges``; it may define
-custom ``roles`` (templates) and ``assign`` them to nodes. A ``[roles.NAME]`` table is a
+custom ``roles`` (templates) and ``assign`` them to nodes, and declare ``[policies]``
+(stopping and quorum policies, ``_policies``: checked against the built graph). A ``[roles.NAME]`` table is a
 ``RoleOverride``: it changes only the fields it sets of the built-in role of that name (a
 ``[roles.sink]`` with only ``sampling`` keeps the sink's synthesis); a new name defines a role. Unknown keys are errors that name
 the key. Built-in specs ship inside the wheel (``pacore_agents/topologies``); in a source
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._errors import ConfigError, TopologyError
 from ._ids import NodeId
+from ._policies import Policies
 from ._role_merge import RoleOverride, merge_roles
 from ._roles import builtin_roles
 from ._topology import Topology, all_to_all, from_edges, from_graph, hierarchical, ring, star
@@ -47,6 +49,7 @@ class TopologySpec(BaseModel):
     edges: list[tuple[str, str]] | list[tuple[int, int]] | None = None
     roles: dict[str, RoleOverride] = Field(default_factory=dict)
     assign: list[Assignment] = Field(default_factory=list)
+    policies: Policies | None = None
 
 
 _BUILDERS: dict[str, tuple[Any, set[str]]] = {
@@ -127,8 +130,11 @@ def build(spec: TopologySpec, overrides: dict[str, Any] | None = None) -> Topolo
             if in_rounds and (a.agents is None or node.agent in a.agents):
                 assignment[node] = a.role
     topo = topo.with_roles(assignment) if assignment else topo
-    return Topology(topo.graph, spec.name, spec.description or topo.description,
-                    {**topo.params, **params}, roles)
+    topo = Topology(topo.graph, spec.name, spec.description or topo.description,
+                    {**topo.params, **params}, roles, spec.policies)
+    if spec.policies is not None:
+        spec.policies.check(topo)
+    return topo
 
 
 def load_topology(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Topology:

@@ -22,6 +22,7 @@ import networkx as nx
 
 from ._errors import TopologyError
 from ._ids import NodeId, RoleName
+from ._policies import Policies
 from ._roles import Role
 
 ROLE_ATTR = "role"
@@ -36,6 +37,8 @@ class Topology:
     description: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     roles: Mapping[str, Role] = field(default_factory=dict)
+    #: the spec's ``[policies]`` (``_policies``); ``run(..., policies=...)`` replaces them
+    policies: Policies | None = None
 
     def __post_init__(self) -> None:
         validate(self.graph)
@@ -103,7 +106,7 @@ class Topology:
             if node not in graph:
                 raise TopologyError(f"role assignment names node {node}, which is not in the topology")
             graph.nodes[node][ROLE_ATTR] = role
-        return Topology(graph, self.name, self.description, self.params, self.roles)
+        return Topology(graph, self.name, self.description, self.params, self.roles, self.policies)
 
     def node_link(self) -> dict[str, Any]:
         """JSON-ready node-link data (node ids as ``r1.a0`` strings): exactly

@@ -3,12 +3,17 @@
 Contract: ``nodes`` are in sorted ``NodeId`` order, one record per node of the topology;
 ``inputs`` lists in-neighbour ids in the order their messages appear in the prompt;
 ``effective_ttc`` is the sum of completion tokens over all nodes of all rounds (the paper's
-effective test-time compute). A node's ``status`` says how it ended: ``ok``, ``failed`` (the
-engine failed it after retries), ``cancelled`` (the run failed elsewhere first) or
-``timed_out`` (the run's timeout hit before it completed).
+effective test-time compute), including the tokens that cancelled trajectories generated
+before a policy cancelled them (``NodeRecord.usage``, as far as the engine reports them). A
+node's ``status`` says how it ended: ``ok``, ``failed`` (the engine failed it after retries),
+``cancelled`` (the run failed elsewhere first, or a quorum cancelled it as a straggler),
+``timed_out`` (the run's timeout hit before it completed) or ``skipped`` (a policy never
+launched it: it holds no message and spent nothing). ``policy_events`` say which policy fired
+where and what it saved (``_policies``).
 
 Format version 2 added ``status``, ``mode`` and ``stats``; version-1 traces (no ``version``
-field) load with ``status`` derived from ``error``.
+field) load with ``status`` derived from ``error``. Version 3 added ``skipped``,
+``policy_events``, ``answered_by``, ``policies`` and ``NodeRecord.dropped_inputs``.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ class Truncation(BaseModel):
     kept_tokens: int
 
 
-NodeStatus = Literal["ok", "failed", "cancelled", "timed_out"]
-TRACE_VERSION = 2
+NodeStatus = Literal["ok", "failed", "cancelled", "timed_out", "skipped"]
+TRACE_VERSION = 3
 
 
 class NodeRecord(BaseModel):
@@ -47,6 +52,8 @@ class NodeRecord(BaseModel):
     model: str | None = Field(default=None, description="that engine's model")
     inputs: list[str] = Field(default_factory=list)
     missing_inputs: list[str] = Field(default_factory=list, description="in-neighbours that failed")
+    dropped_inputs: list[str] = Field(default_factory=list, description="in-neighbours a policy left "
+                                      "out (skipped, or stragglers past a quorum): not in the prompt")
     prompt: list[ChatMessage] = Field(default_factory=list)
     content: str | None = None
     reasoning: str | None = None
@@ -89,11 +96,34 @@ def new_record(node: NodeId, role: str, **fields: Any) -> NodeRecord:
     return _TRUSTED_RECORD.build(fields)
 
 
+class PolicyEvent(BaseModel):
+    """A policy that fired: where, on what evidence, and what it saved."""
+
+    policy: Literal["consensus", "width", "quorum"]
+    round: int
+    node: str | None = Field(default=None, description="the node whose message made it fire")
+    detail: str = ""
+    answer: str | None = Field(default=None, description="the plurality answer (consensus, width)")
+    confidence: float | None = Field(default=None, description="the stop rule's statistic")
+    skipped: list[str] = Field(default_factory=list, description="nodes never launched")
+    rounds_skipped: list[int] = Field(default_factory=list)
+    cancelled: list[str] = Field(default_factory=list, description="stragglers cancelled in flight")
+    unseen: list[str] = Field(default_factory=list, description="stragglers left to finish for the "
+                              "record (stragglers = finish): their messages are not visible")
+    cancelled_tokens: int = Field(default=0, description="tokens the cancelled stragglers had generated "
+                                  "(counted in effective_ttc)")
+    tokens_unknown: int = Field(default=0, description="cancelled stragglers whose engine could not say "
+                                "how many tokens they had generated (counted as 0)")
+    answered_from: str | None = Field(default=None, description="consensus: 'sink' (the sink synthesised "
+                                      "over this round) or the plurality message's node")
+
+
 class RoundSummary(BaseModel):
     round: int
     nodes: int
     requests: int
     failed: int
+    skipped: int = 0
     completion_tokens: int
     started_at: float
     ended_at: float
@@ -120,7 +150,8 @@ class RunStats(BaseModel):
 class RunTrace(BaseModel):
     """The whole run. ``answer`` is the sink's message (None if the run failed)."""
 
-    version: int = Field(default=1, description="trace format version (2 since status/mode/stats)")
+    version: int = Field(default=1, description="trace format version (2 since status/mode/stats, "
+                         "3 since policies)")
     answer: str | None
     sink: str
     effective_ttc: int
@@ -141,6 +172,10 @@ class RunTrace(BaseModel):
     nodes: list[NodeRecord]
     rounds: list[RoundSummary] = Field(default_factory=list)
     stats: RunStats | None = None
+    policies: dict[str, Any] | None = Field(default=None, description="the run's policies (None: none)")
+    policy_events: list[PolicyEvent] = Field(default_factory=list)
+    answered_by: str | None = Field(default=None, description="the node whose message is the answer "
+                                    "(the sink, unless a consensus stop answered from the plurality)")
     started_at: float
     ended_at: float
 

@@ -131,6 +131,9 @@ class EngineWrapper(Engine):
     def truncate_tokens(self, text: str, max_tokens: int) -> str:
         return self.inner.truncate_tokens(text, max_tokens)
 
+    def tokens_so_far(self, request: GenerationRequest) -> int | None:
+        return self.inner.tokens_so_far(request)
+
     async def start(self) -> None:
         await self.inner.start()
 

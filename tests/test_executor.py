@@ -272,7 +272,7 @@ def test_requests_carry_the_engine_priority() -> None:
 def test_version_1_traces_still_load() -> None:
     trace = anyio.run(lambda: run("Q?", all_to_all([2]), FunctionEngine(seeded_text))).trace
     data = trace.model_dump(mode="json")
-    assert data["version"] == 2 and data["stats"]["requests"] == 2
+    assert data["version"] == 3 and data["stats"]["requests"] == 2
     for key in ("version", "mode", "stats"):
         data.pop(key)
     for node in data["nodes"]:

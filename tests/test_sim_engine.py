@@ -239,3 +239,33 @@ def test_the_published_replay_holds_one_global_semaphore() -> None:
     makespan, peak = simulate(lambda: main(64))
     assert makespan == pytest.approx(8.0)  # round 1 of all at once, then the sinks
     assert peak == 12
+
+
+def test_a_quorum_over_the_simulator_cancels_stragglers_and_counts_their_steps() -> None:
+    from pacore_agents import Policies, Quorum, RunTrace
+
+    async def main(policies: Policies | None) -> tuple[float, list[RunTrace]]:
+        model = LengthModel(median=40, sigma=0.8, max_tokens=400, message_tokens=10)
+        traces: list[RunTrace] = []
+        async with SimEngine(profile(capacity=64, step_base_s=0.02, prefill_tok_per_s=5000.0), model) as engine:
+            async def one(i: int) -> None:
+                traces.append((await run(f"problem {i}: what is {i} + 1?", all_to_all([8, 4]), engine,
+                                         policies=policies)).trace)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(3):
+                    tg.start_soon(one, i)
+            return anyio.current_time(), traces
+
+    fixed_span, _ = simulate(lambda: main(None))
+    quorum = Policies(quorum=Quorum(q=[6, 3]))
+    span, traces = simulate(lambda: main(quorum))
+    again, traces2 = simulate(lambda: main(quorum))
+    assert span < fixed_span and span == again  # virtual time: the quorum's choices repeat
+    events = [e for t in traces for e in t.policy_events]
+    assert {e.policy for e in events} == {"quorum"} and sum(len(e.cancelled) for e in events) == 3 * (2 + 1)
+    cancelled = [n for t in traces for n in t.nodes if n.status == "cancelled"]
+    assert all(0 < n.usage.completion_tokens < 400 for n in cancelled)  # steps run before the cancel
+    assert sum(e.cancelled_tokens for e in events) == sum(n.usage.completion_tokens for n in cancelled)
+    assert sorted(str(e.model_dump()) for t in traces2 for e in t.policy_events) == sorted(
+        str(e.model_dump()) for e in events)

@@ -65,6 +65,9 @@ class Probe(FunctionEngine):
     def truncate_tokens(self, text: str, max_tokens: int) -> str:
         return f"cut{max_tokens}:{text}"
 
+    def tokens_so_far(self, request: GenerationRequest) -> int | None:
+        return 40 + request.n
+
     async def start(self) -> None:
         self.calls.append("start")
 
@@ -142,6 +145,10 @@ async def _truncate_tokens(wrapper: Engine, inner: Probe) -> None:
     assert wrapper.truncate_tokens("abc", 2) == "cut2:abc"
 
 
+async def _tokens_so_far(wrapper: Engine, inner: Probe) -> None:
+    assert wrapper.tokens_so_far(_request(1)) == inner.tokens_so_far(_request(1)) == 41
+
+
 async def _start(wrapper: Engine, inner: Probe) -> None:
     await wrapper.start()
     assert inner.calls[-1] == "start"
@@ -156,6 +163,7 @@ CHECKS: dict[str, Check] = {
     "split_samples": _flags, "streams_samples": _flags, "info": _info, "generate": _generate,
     "generate_stream": _generate_stream, "generate_samples": _generate_samples, "stats": _stats,
     "count_tokens": _count_tokens, "truncate_tokens": _truncate_tokens, "start": _start, "aclose": _aclose,
+    "tokens_so_far": _tokens_so_far,
 }
 
 

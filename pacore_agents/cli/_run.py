@@ -159,6 +159,12 @@ def run_command(
             spent = ", ".join(f"{role} {u.completion_tokens}" for role, u in by_role.items())
             dim(f"engine {name} ({result_trace.engines[name].model or result_trace.engines[name].name}): "
                 f"completion tokens {spent}")
+    for event in result_trace.policy_events:  # what a policy did, in one line each
+        saved = [f"{len(event.skipped)} not launched"] if event.skipped else []
+        saved += [f"{len(event.cancelled)} cancelled ({event.cancelled_tokens} tokens counted)"] if event.cancelled else []
+        dim(f"policy {event.policy}, round {event.round}: {event.detail}"
+            + (f"; {', '.join(saved)}" if saved else "")
+            + (f"; answered from {event.answered_from}" if event.answered_from else ""))
     if result_trace.degraded:  # exit 0: there is an answer, but say what it lacks
         failed = [n.id for n in result_trace.nodes if n.status == "failed"]
         note("degraded", f"{len(failed)} of {len(result_trace.nodes)} trajectories failed "

@@ -167,8 +167,9 @@ def run_seed(seed: int | None, index: int) -> int | None:
 
 
 def reasoning_of(trace: RunTrace) -> str | None:
-    """The sink's reasoning: the engine's split, else the text before the last ``</think>``."""
-    sink = trace.node(trace.sink)
+    """The answering node's reasoning (the sink's, or a consensus stop's plurality message's):
+    the engine's split, else the text before the last ``</think>``."""
+    sink = trace.node(trace.answered_by or trace.sink)
     if sink.reasoning is not None:
         return sink.reasoning
     head, sep, _ = (sink.content or "").rpartition(THINK_END)
@@ -176,7 +177,7 @@ def reasoning_of(trace: RunTrace) -> str | None:
 
 
 def finish_reason_of(trace: RunTrace) -> str:
-    reason = trace.node(trace.sink).finish_reason
+    reason = trace.node(trace.answered_by or trace.sink).finish_reason
     return reason if reason in ("stop", "length", "content_filter") else "stop"
 
 

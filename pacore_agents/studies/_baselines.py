@@ -33,21 +33,35 @@ from pacore_agents._engine import (
     RequestMetadata,
     SamplingParams,
 )
+from pacore_agents._executor import Executor
 from pacore_agents._ids import NodeId, Round
 from pacore_agents._messages import Problem
+from pacore_agents._priority import Priority
 from pacore_agents._references import derive_seed
 from pacore_agents._roles import COMPACTORS
 from pacore_agents._topology import Topology
 from pacore_agents._trace import NodeRecord
+from pacore_agents._wrappers import RetryPolicy
 
 from ._spec import ArmSpec
 from ._store import ResultStore, SampleOutcome
 
 
 class Generates(Protocol):
-    """What baselines need of an engine: ``generate`` (the runner passes its executor's)."""
+    """What baselines need of an engine: ``generate`` (the runner passes ``Admitted``)."""
 
     async def generate(self, request: GenerationRequest) -> list[Completion]: ...
+
+
+class Admitted:
+    """Baseline and pool requests through the executor (window, priority, retries)."""
+
+    def __init__(self, executor: Executor, retry: RetryPolicy) -> None:
+        self.executor, self.retry = executor, retry
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        priority = Priority(1, 0, self.executor.new_run())
+        return await self.executor.generate(request, priority=priority, retry=self.retry)
 
 
 def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int | None, float]:
@@ -81,8 +95,14 @@ def ttc_budgets(outcomes: Sequence[SampleOutcome], targets: Sequence[str]) -> tu
 
 
 def pool_compatible(arm: ArmSpec, topology: Topology) -> bool:
-    """True if the arm's round 1 is the pool's: plain explorer prompts, study sampling."""
+    """True if the arm's round 1 is the pool's: plain explorer prompts, study sampling, and no
+    policy that launches round 1 in waves or cancels its stragglers (precomputed nodes are
+    never launched, so there would be nothing to stop)."""
     if arm.sampling is not None or "explorer" in arm.roles or "explorer" in topology.roles:
+        return False
+    policies = arm.build_policies(topology)
+    if policies is not None and ((policies.width is not None and 1 in policies.width.rounds)
+                                 or (policies.quorum is not None and 1 in policies.quorum.needed(topology))):
         return False
     return all(topology.role_of(n) in (None, "explorer") for n in topology.nodes(1))
 

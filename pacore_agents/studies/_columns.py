@@ -39,6 +39,8 @@ ROUND_COLUMNS: dict[str, str] = {
     "round": "round number (1 = independent trajectories; the last is the sink's)",
     "nodes": "nodes of this round over all samples",
     "failed": "of them, nodes that sent no message (left out of the denominators below)",
+    "skipped": "nodes a policy never launched (not in nodes, nor in any denominator)",
+    "cancelled": "of the failed, stragglers a quorum cancelled (their tokens so far count in tokens)",
     "tokens": "mean completion tokens of the round per sample",
     "accuracy": "correct / graded messages of the round",
     "consensus": "mean over samples of the share of the round's messages that give its majority answer",
@@ -129,6 +131,26 @@ COST_COLUMNS: dict[str, str] = {
 }
 
 #: file name -> (what one row is, its columns)
+POLICY_COLUMNS: dict[str, str] = {
+    "arm": "a topology arm with policies (or a twin)",
+    "policies": "its policies, in short (`(topology's)`: those of its topology spec)",
+    "samples": "stored samples of the arm",
+    "fired": "share of samples where each policy fired (JSON: consensus, width, quorum)",
+    "skipped": "nodes never launched, per sample",
+    "cancelled": "stragglers cancelled in flight, per sample",
+    "cancelled_tokens": "tokens those stragglers had generated, per sample (in mean_ttc)",
+    "mean_ttc": "mean effective TTC per sample",
+    "twin": "the fixed-width arm it is compared with (`twin` in the spec)",
+    "pairs": "(problem, sample) pairs both arms hold",
+    "twin_ttc": "the twin's mean effective TTC",
+    "saved": "1 - sum(TTC) / sum(twin TTC) over the pairs",
+    "saved_low": "lower end of saved's 95% bootstrap interval over problems",
+    "saved_high": "upper end of that interval",
+    "acc_diff": "accuracy difference, arm - twin, over shared graded problems",
+    "acc_low": "lower end of its 95% paired bootstrap interval",
+    "acc_high": "upper end of that interval",
+}
+
 CSV_FILES: dict[str, tuple[str, dict[str, str]]] = {
     "metrics.csv": ("one row per arm (self-consistency: per vote size)", METRICS_COLUMNS),
     "rounds.csv": ("one row per metrics row and round", ROUND_COLUMNS),
@@ -140,4 +162,5 @@ CSV_FILES: dict[str, tuple[str, dict[str, str]]] = {
                           ENGINE_TOKEN_COLUMNS),
     "cost.csv": ("one row per metrics row, when the engines declare costs: accuracy against declared cost "
                  "(the data of accuracy_vs_cost.png)", COST_COLUMNS),
+    "policies.csv": ("one row per arm with policies or a twin: what fired, what it saved", POLICY_COLUMNS),
 }

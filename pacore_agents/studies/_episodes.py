@@ -170,6 +170,8 @@ def load_study_material(folder: str | Path) -> StudyMaterial:
                 material.baseline_samples += 1
             for rec in records:
                 graded = grades.get(rec.id)
+                if rec.status in ("skipped", "cancelled"):  # a policy's: never a message, never a failure
+                    continue
                 if not rec.inputs and rec.round == 1:
                     _add_pool(entry, outcome.arm, outcome.sample, rec, graded, seen)
                 elif rec.inputs and outcome.kind == "topology":

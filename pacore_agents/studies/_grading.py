@@ -1,4 +1,4 @@
-"""Grading with math-verify in a process pool, and answer extraction for majority votes.
+"""Grading with math-verify in a process pool (answers are extracted by ``pacore_agents._answers``).
 
 math-verify times its checks out with SIGALRM, which only works in a process's main thread, so
 checks run in worker processes (``spawn``: never fork a process that holds engine threads).
@@ -18,7 +18,6 @@ import concurrent.futures as cf
 import contextlib
 import multiprocessing
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +27,10 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import anyio
 from pydantic import BaseModel
 
+from pacore_agents._answers import extract_answer as extract_answer  # re-exported
+from pacore_agents._answers import normalize_answer as normalize_answer  # re-exported
 from pacore_agents._errors import PacoreError
 from pacore_agents._main_guard import check_main_guard
-from pacore_agents._roles import last_boxed
 
 from ._datasets import gsm8k_gold
 from ._grading_worker import (
@@ -66,42 +66,6 @@ class Grade(BaseModel):
     def graded(self) -> bool:
         """True if the checker reached a verdict (correct or wrong)."""
         return self.status in ("correct", "wrong")
-
-
-_HASHES_RE = re.compile(r"####\s*([^\n]+)")
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def normalize_answer(answer: str) -> str:
-    """A canonical spelling for votes: no spaces, ``$``, ``\\left``/``\\right``, thin spaces,
-    trailing period, thousands separators or ``.0``; ``\\dfrac``/``\\tfrac`` -> ``\\frac``."""
-    s = answer.strip().strip("$").strip()
-    for old, new in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""),
-                     ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\$", "")):
-        s = s.replace(old, new)
-    s = re.sub(r"\s+", "", s).rstrip(".")
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
-        s = s.replace(",", "")
-    if re.fullmatch(r"-?\d+\.0+", s):
-        s = s.split(".")[0]
-    return s
-
-
-def extract_answer(text: str | None) -> str | None:
-    """The predicted answer in ``text``, normalized: the last ``\\boxed{...}``; else the text
-    after the last ``####``; else the last number in the text; else None."""
-    if not text:
-        return None
-    found = last_boxed(text)
-    if found is None:
-        hashes = _HASHES_RE.findall(text)
-        found = hashes[-1] if hashes else None
-    if found is None:
-        numbers = _NUMBER_RE.findall(text)
-        found = numbers[-1] if numbers else None
-    if found is None:
-        return None
-    return normalize_answer(found) or None
 
 
 def gold_latex(answer: str) -> str:

@@ -6,9 +6,11 @@
   interval, with several the Wilson interval at the effective sample size of samples
   clustered by problem (``ci_method``, see ``_stats.clustered_interval``).
 - ``mean_ttc``: mean effective TTC per sample (sum of completion tokens over all nodes).
-- per round r: ``tokens`` = mean over samples of the round's completion tokens;
-  ``failed`` = nodes that sent no message (engine failure, cancelled): they are left out of
-  every per-round denominator below;
+- per round r: ``tokens`` = mean over samples of the round's completion tokens (a quorum's
+  cancelled stragglers' partial tokens included); ``skipped`` = nodes a policy never launched:
+  they are not in ``nodes`` nor in any denominator (shown, not hidden); ``failed`` = launched
+  nodes that sent no message (engine failure, cancelled; ``cancelled`` of them by a quorum):
+  they are left out of every per-round denominator below;
   ``accuracy`` = correct / graded messages of round r (every node's message is graded);
   ``consensus`` = mean over samples (with >= 1 message in round r) of the share of round r's
   messages whose extracted answer is the round's majority answer (messages with no answer
@@ -46,6 +48,8 @@ class RoundMetrics(BaseModel):
     round: int
     nodes: int
     failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
     tokens: float
     accuracy: float | None
     consensus: float
@@ -92,14 +96,16 @@ def _round_metrics(samples: Sequence[Sequence[NodeOutcome]]) -> list[RoundMetric
     rounds = sorted({nd.round for nodes in samples for nd in nodes})
     out = []
     for r in rounds:
-        per_sample = [[nd for nd in nodes if nd.round == r] for nodes in samples]
+        per_sample = [[nd for nd in nodes if nd.round == r and nd.status != "skipped"] for nodes in samples]
+        skipped = sum(nd.round == r and nd.status == "skipped" for nodes in samples for nd in nodes)
         flat = [nd for nodes in per_sample for nd in nodes]
-        sent = [[nd for nd in nodes if nd.status != "failed"] for nodes in per_sample]
+        sent = [[nd for nd in nodes if nd.status not in ("failed", "cancelled")] for nodes in per_sample]
         graded = [nd for nd in flat if nd.status in ("correct", "wrong")]
         with_inputs = [nd for nodes in sent for nd in nodes if nd.inputs]
         consensus = [majority_vote([nd.answer for nd in nodes])[2] for nodes in sent if nodes]
         out.append(RoundMetrics(
-            round=r, nodes=len(flat), failed=len(flat) - sum(map(len, sent)),
+            round=r, nodes=len(flat), failed=len(flat) - sum(map(len, sent)), skipped=skipped,
+            cancelled=sum(nd.status == "cancelled" for nd in flat),
             tokens=sum(nd.tokens for nd in flat) / max(len(samples), 1),
             accuracy=_ratio(sum(nd.status == "correct" for nd in graded), len(graded)),
             consensus=sum(consensus) / max(len(consensus), 1),
@@ -118,7 +124,7 @@ def _base(label: str, arm: str, kind: str, keyed: Sequence[tuple[str, int, str]]
         if s in ("correct", "wrong"):
             by_problem.setdefault(pid, []).append(s == "correct")
     lo, hi, method = clustered_interval(by_problem) if graded else (None, None, "wilson")
-    with_inputs = [nd for ns in nodes for nd in ns if nd.inputs and nd.status != "failed"]
+    with_inputs = [nd for ns in nodes for nd in ns if nd.inputs and nd.status not in ("failed", "skipped", "cancelled")]
     return ArmMetrics(
         label=label, arm=arm, kind=kind, samples=len(statuses), problems=problems, graded=graded,
         correct=correct, timeouts=sum(s == "timeout" for s in statuses),
@@ -143,8 +149,9 @@ def _pass_rate(keyed: Sequence[tuple[str, int, str]], final: Sequence[NodeOutcom
 
 
 def _final_node(o: SampleOutcome) -> NodeOutcome | None:
-    if o.sink is not None:
-        return next((nd for nd in o.nodes if nd.id == o.sink), None)
+    final = o.answered_by or o.sink
+    if final is not None:
+        return next((nd for nd in o.nodes if nd.id == final), None)
     return o.nodes[0] if o.nodes else None
 
 
@@ -160,7 +167,7 @@ class SinkFlags(BaseModel):
 
 def sink_flags(o: SampleOutcome) -> SinkFlags:
     """The ``SinkFlags`` of one sample (all False without a sink or inputs)."""
-    if o.sink is None:
+    if o.sink is None or o.answered_by is not None:  # no sink synthesised the answer
         return SinkFlags()
     by_id = {nd.id: nd for nd in o.nodes}
     sink = by_id.get(o.sink)

@@ -4,7 +4,8 @@
 Per arm: its kind, widths (rounds of the unrolled graph, the sink's last), nodes per unit,
 units (problems x samples), the largest ``max_tokens`` of any of its nodes, and an upper bound
 on a unit's effective TTC (the sum over its nodes of each node's ``max_tokens``: study
-sampling, then the arm's, then the node's role's). Self-consistency matched to topology arms
+sampling, then the arm's, then the node's role's; a policy may spend less, never more; the note
+names it). Self-consistency matched to topology arms
 has no bound before they ran (N is matched to their measured TTC, which is at most the bound
 shown for them); with fixed ``n`` its bound is ``max(n)`` trajectories.
 """
@@ -58,8 +59,11 @@ def plan_study(spec: StudySpec) -> tuple[int, list[ArmPlan]]:
             role = roles.get(topology.role_of(node) or default_role(node, topology.sink))
             limits.append(sampling.merged(role.sampling if role else None).max_tokens)
         known = [x for x in limits if x is not None]
+        policies = arm.build_policies(topology)
+        note = "" if policies is None or policies.empty else f"policies: {policies.label()}" + (
+            f"; twin {arm.twin}" if arm.twin else "")
         plans.append(ArmPlan(
-            name=arm.name, kind="topology", widths=topology.widths, nodes=len(limits), units=units,
+            name=arm.name, kind="topology", widths=topology.widths, nodes=len(limits), units=units, note=note,
             max_tokens=max(known) if known else None,
             ttc_bound=sum(known) if len(known) == len(limits) else None,
             roles={n: role_summary(r) for n, r in arm.used_roles(topology).items()}))

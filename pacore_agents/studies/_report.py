@@ -33,6 +33,7 @@ from ._columns import (
     ENGINE_TOKEN_COLUMNS,
     METRICS_COLUMNS,
     PAIR_COLUMNS,
+    POLICY_COLUMNS,
     ROLE_COLUMNS,
     ROUND_COLUMNS,
     SAMPLE_COLUMNS,
@@ -52,6 +53,7 @@ from ._plots import (
     plot_scaling,
     plot_topology,
 )
+from ._policy_report import PolicyRow, policy_rows, policy_table
 from ._spec import ArmSpec, role_summary
 from ._stats import PairedComparison, paired_comparison
 from ._store import ResultStore, SampleOutcome
@@ -75,6 +77,8 @@ class Report:
     matches: dict[str, Any] = field(default_factory=dict)
     #: code grading figures of each ``pacore study run`` (tests, time, tests/s, sandbox, mode)
     grading: list[dict[str, Any]] = field(default_factory=list)
+    #: per arm with policies or a twin: what fired, what it saved (``_policy_report``)
+    policies: list[PolicyRow] = field(default_factory=list)
 
 
 def grading_lines(grading: Sequence[dict[str, Any]]) -> list[str]:
@@ -176,12 +180,19 @@ def roles_table(roles: dict[str, dict[str, dict[str, str]]]) -> Table:
 
 def rounds_table(metrics: Sequence[ArmMetrics]) -> Table:
     table = text_table(title="per round (tokens = mean per sample)")
-    for col in ("arm", "round", "nodes", "failed", "tokens", "accuracy", "consensus", "cross-check"):
+    skips = any(r.skipped for m in metrics for r in m.rounds)
+    cols = ["arm", "round", "nodes", "failed", "tokens", "accuracy", "consensus", "cross-check"]
+    if skips:
+        cols.insert(3, "skipped")
+    for col in cols:
         table.add_column(col, justify="left" if col == "arm" else "right")
     for m in metrics:
         for r in m.rounds:
-            add_text_row(table, m.label, str(r.round), str(r.nodes), str(r.failed), f"{r.tokens:,.1f}", _pct(r.accuracy),
-                          _pct(r.consensus), _pct(r.cross_check))
+            cells = [m.label, str(r.round), str(r.nodes), str(r.failed), f"{r.tokens:,.1f}", _pct(r.accuracy),
+                     _pct(r.consensus), _pct(r.cross_check)]
+            if skips:
+                cells.insert(3, str(r.skipped))
+            add_text_row(table, *cells)
     return table
 
 
@@ -321,7 +332,8 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         results = study_results(store)
         outcomes, order, metrics, sweeps = results.outcomes, results.order, results.metrics, results.sweeps
         report = Report(metrics=metrics, samples=len(outcomes), pairs=results.pairs,
-                        roles=effective_roles(results.arm_tables), matches=results.matches)
+                        roles=effective_roles(results.arm_tables), matches=results.matches,
+                        policies=policy_rows(metrics, outcomes, results.arm_tables))
         _engine_tokens(report, store, outcomes)
         engine = load_engine_figures(store)
         grading = [json.loads(v) for _, v in store.meta_items("grading_figures:")]
@@ -335,6 +347,9 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
                 report.files.append(write_engine_csv(engine, folder / "engine.csv"))
             report.files.append(_write_csv(folder / "engine_tokens.csv", list(ENGINE_TOKEN_COLUMNS),
                                            [list(r.values()) for r in report.engine_tokens]))
+            if report.policies:
+                report.files.append(_write_csv(folder / "policies.csv", list(POLICY_COLUMNS), [
+                    [_csv_value(getattr(r, c)) for c in POLICY_COLUMNS] for r in report.policies]))
             if report.costs:
                 report.files.append(_write_csv(folder / "cost.csv", list(COST_COLUMNS),
                                                [[r[c] for c in COST_COLUMNS] for r in report.costs]))
@@ -365,6 +380,8 @@ def build_report(out_dir: str | Path, *, csv_files: bool = True, plots: bool = T
         key = key_pairs(metrics, report.pairs)
         if key:
             console.print(pairs_table(key))
+        if report.policies:
+            console.print(policy_table(report.policies))
         if engine:
             console.print(engine_table(engine))
         if len({r["engine"] for r in report.engine_tokens}) > 1 or report.costs:

@@ -19,6 +19,9 @@ Contract:
   the sinks; the verdicts are the same (the grader's cache serves the unit's final pass).
 - Phase 1 runs topology arms and ``single``; phase 2 (self-consistency) starts only when phase 1
   is complete, because its vote sizes are computed from phase 1 (see ``_baselines``).
+- An arm's policies compare answers with the study's grader (``task_equivalence``); a sample
+  answered by a consensus stop's plurality message is graded on it (``answered_by``); a
+  policy's ``skipped`` and ``cancelled`` nodes keep that status (no message; tokens counted).
 - Log lines of a unit carry ``problem``, ``arm`` and ``sample`` (structlog contextvars).
 """
 
@@ -49,7 +52,6 @@ from pacore_agents._engine import (
     Completion,
     Engine,
     EngineStats,
-    GenerationRequest,
     prefill_between,
 )
 from pacore_agents._errors import ConfigError, EngineError, RunFailedError, unwrap_exception_group
@@ -57,14 +59,14 @@ from pacore_agents._executor import Executor, executor_for
 from pacore_agents._ids import NodeId
 from pacore_agents._logging import bind_context, get_logger
 from pacore_agents._messages import Problem
-from pacore_agents._priority import Priority
+from pacore_agents._observer import QuietObserver
 from pacore_agents._references import derive_seed
 from pacore_agents._run import run
-from pacore_agents._trace import NodeRecord, RoundSummary
-from pacore_agents._wrappers import RetryPolicy
+from pacore_agents._trace import NodeRecord
 from pacore_agents.engines import create_engine
 
 from ._baselines import (
+    Admitted,
     TrajectoryPool,
     budget_matched_sizes,
     generate_trajectories,
@@ -77,7 +79,9 @@ from ._budgets import match_record, mean_sample_costs, stored_pairs, trajectory_
 from ._code_grading import CodeGrader
 from ._datasets import load_problems
 from ._engines import create_engines, require_usage
+from ._equivalence import task_equivalence
 from ._graders import AnswerGrader, make_grader
+from ._policy_report import policy_counts
 from ._spec import ArmSpec, StudySpec
 from ._store import NodeOutcome, NodeStatus, ResultStore, SampleOutcome
 
@@ -90,17 +94,6 @@ CROSS_REF_RE = re.compile(r"\b(?:references?|refs?)\b\.?\s*(?:#|no\.?)?\s*\d+|å
 
 def mentions_references(rec: NodeRecord) -> bool:
     return bool(CROSS_REF_RE.search(rec.content or "") or CROSS_REF_RE.search(rec.reasoning or ""))
-
-
-class _Admitted:
-    """Baseline and pool requests through the executor (window, priority, retries)."""
-
-    def __init__(self, executor: Executor, retry: RetryPolicy) -> None:
-        self.executor, self.retry = executor, retry
-
-    async def generate(self, request: GenerationRequest) -> list[Completion]:
-        priority = Priority(1, 0, self.executor.new_run())
-        return await self.executor.generate(request, priority=priority, retry=self.retry)
 
 
 @dataclass
@@ -119,7 +112,7 @@ class StudyRunSummary:
     grading: dict[str, Any] = field(default_factory=dict)
 
 
-class _GradeAsFinished:
+class _GradeAsFinished(QuietObserver):
     """A ``RunObserver`` that starts grading each node in ``tg`` as soon as its record is final;
     the verdict lands in the grader's cache, where ``_grade_nodes`` finds it."""
 
@@ -130,14 +123,6 @@ class _GradeAsFinished:
         if self.gold is not None and record.error is None and record.content is not None:
             self.tg.start_soon(self.grader.grade, self.gold, record.message)
 
-    def round_started(self, round_: int, nodes: int, requests: int) -> None:
-        pass
-
-    def request_finished(self, round_: int, nodes: int, completion_tokens: int, failed: bool) -> None:
-        pass
-
-    def round_finished(self, summary: RoundSummary) -> None:
-        pass
 
 
 class StudyRunner:
@@ -147,7 +132,7 @@ class StudyRunner:
         self.spec, self.store, self.engine, self.grader = spec, store, engine, grader
         self.engines = dict(engines or {})  # the named engines besides the default
         self.executor = executor_for(engine)
-        self.requests = _Admitted(self.executor, spec.retry)
+        self.requests = Admitted(self.executor, spec.retry)
         self.problems = list(problems)
         self.progress = progress
         seed = spec.seed if spec.seeded else None
@@ -162,6 +147,8 @@ class StudyRunner:
 
         async def one(i: int, rec: NodeRecord) -> None:
             status: NodeStatus = "failed"
+            if rec.status in ("skipped", "cancelled"):  # a policy's: no message, tokens counted
+                status = rec.status
             answer, tests, pass_rate = None, None, None
             if rec.error is None and rec.content is not None:
                 grade = await self.grader.grade(problem.answer, rec.message)
@@ -219,6 +206,8 @@ class StudyRunner:
                 result = await run(problem, topology, self.engine, engines=self.engines,
                                    config=self.spec.run_config(arm, sample),
                                    roles=arm.build_roles(topology), precomputed=precomputed,
+                                   policies=arm.build_policies(topology),
+                                   equivalence=task_equivalence(self.grader, problem.answer),
                                    observer=_GradeAsFinished(tg, self.grader, problem.answer),
                                    unit=f"{problem.id}|{arm.name}|s{sample}")
             except (RunFailedError, EngineError) as exc:
@@ -229,11 +218,14 @@ class StudyRunner:
         trace = result.trace
         require_usage(trace.nodes)
         nodes = await self._grade_nodes(problem, trace.nodes)
-        sink = next(nd for nd in nodes if nd.id == trace.sink)
+        final = trace.answered_by or trace.sink  # a consensus stop may answer from a message
+        sink = next(nd for nd in nodes if nd.id == final)
         outcome = SampleOutcome(arm=arm.name, problem_id=problem.id, sample=sample, kind="topology",
                                 status=sink.status, answer=sink.answer, effective_ttc=trace.effective_ttc,
                                 sink=trace.sink, nodes=nodes, degraded=trace.degraded,
-                                elapsed=trace.ended_at - trace.started_at)
+                                elapsed=trace.ended_at - trace.started_at,
+                                answered_by=None if final == trace.sink else final,
+                                policy=policy_counts(trace))
         return outcome, trace.model_dump_json()
 
     async def _unit(self, arm: ArmSpec, problem: Problem, sample: int, summary: StudyRunSummary) -> None:

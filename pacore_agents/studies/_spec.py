@@ -22,6 +22,7 @@ from pacore_agents._binding import DEFAULT_ENGINE
 from pacore_agents._config import PACORE_SAMPLING, FailurePolicy, RunConfig
 from pacore_agents._engine import SamplingParams
 from pacore_agents._errors import ConfigError
+from pacore_agents._policies import Policies
 from pacore_agents._references import OrderPolicy, derive_seed
 from pacore_agents._role_merge import RoleOverride as RoleOverride  # re-exported by studies
 from pacore_agents._role_merge import merge_roles
@@ -81,6 +82,10 @@ class ArmSpec(BaseModel):
     on_failure: FailurePolicy | None = Field(default=None, description="a failed node: go on without "
                                              "its message (default here: continue) or fail the sample")
     sampling: SamplingParams | None = Field(default=None, description="overrides of the study's sampling")
+    policies: Policies | None = Field(default=None, description="stopping and quorum policies, merged onto "
+                                      "the topology spec's (each policy it sets replaces the spec's)")
+    twin: str | None = Field(default=None, description="a policy arm's fixed-width twin: the arm the report "
+                             "compares it with, paired (tokens saved, accuracy difference)")
     match: list[str] | None = Field(default=None, description="self-consistency: arms whose budget to "
                                     "match (see match_on)")
     n: list[int] | None = Field(default=None, description="self-consistency: fixed vote sizes instead")
@@ -99,7 +104,7 @@ class ArmSpec(BaseModel):
             if self.match is not None or self.n is not None or self.match_on != "ttc":
                 raise ValueError(f"arm {self.name!r}: match, match_on and n are for baseline = 'self-consistency'")
         else:
-            extra = graph_knobs + [k for k in ("roles", "params") if getattr(self, k)]
+            extra = graph_knobs + [k for k in ("roles", "params", "policies", "twin") if getattr(self, k)]
             if extra:
                 raise ValueError(f"arm {self.name!r}: a {self.baseline} baseline takes no {extra[0]}")
             if self.baseline == "single" and (self.match is not None or self.n is not None or self.match_on != "ttc"):
@@ -126,6 +131,20 @@ class ArmSpec(BaseModel):
         merged onto them (see ``RoleOverride``), then the arm's ``compaction`` on every role."""
         return merge_roles({**builtin_roles(), **topology.roles}, self.roles, compaction=self.compaction)
 
+
+    def build_policies(self, topology: Topology) -> Policies | None:
+        """The arm's policies: the topology spec's, with each policy the arm sets replacing it
+        (``equivalence`` too, if set); checked against the topology (``ConfigError``)."""
+        mine, spec = self.policies, topology.policies
+        if mine is None:
+            merged = spec
+        elif spec is None:
+            merged = mine
+        else:
+            merged = spec.model_copy(update={k: getattr(mine, k) for k in mine.model_fields_set})
+        if merged is not None:
+            merged.check(topology)
+        return merged
 
     def used_roles(self, topology: Topology) -> dict[str, Role]:
         """The effective roles the arm's nodes use, by name (in node order)."""
@@ -398,8 +417,23 @@ def parse_study(text: str, *, source: str = "<string>", base_dir: Path | None = 
                 and not Path(arm.topology).is_absolute():
             arm.topology = str((base_dir / arm.topology).resolve())
         if arm.baseline is None:
-            check_role_engines(arm.name, arm.build_roles(arm.build_topology()), spec.engines)
+            topology = arm.build_topology()
+            check_role_engines(arm.name, arm.build_roles(topology), spec.engines)
+            _check_policies(arm, topology, spec, source)
     return spec
+
+
+def _check_policies(arm: ArmSpec, topology: Topology, spec: StudySpec, source: str) -> None:
+    """An arm's policies must apply to its topology; its twin must be another topology arm."""
+    try:
+        arm.build_policies(topology)
+    except ConfigError as exc:
+        raise ConfigError(f"study spec {source}: arm {arm.name!r}: {exc}") from exc
+    if arm.twin is not None:
+        arms = {a.name for a in spec.arms if a.baseline is None and a.name != arm.name}
+        if arm.twin not in arms:
+            raise ConfigError(f"study spec {source}: arm {arm.name!r}: twin names {arm.twin!r}, which is not "
+                              f"another topology arm of this study ({', '.join(sorted(arms)) or 'none'})")
 
 
 def load_study(path: str | Path) -> StudySpec:

@@ -35,7 +35,9 @@ from ._spec import StudySpec
 
 T = TypeVar("T")
 SampleKind = Literal["topology", "single", "self-consistency"]
-NodeStatus = Literal["correct", "wrong", "timeout", "error", "failed"]
+#: ``skipped``: a policy never launched the node; ``cancelled``: a quorum cancelled it (its
+#: tokens count); both hold no message to grade
+NodeStatus = Literal["correct", "wrong", "timeout", "error", "failed", "skipped", "cancelled"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -80,6 +82,11 @@ class SampleOutcome(BaseModel):
     nodes: list[NodeOutcome]
     degraded: bool = False
     elapsed: float = 0.0
+    #: the node whose message is the answer when it is not the sink (a consensus stop's plurality)
+    answered_by: str | None = None
+    #: what the arm's policies did: samples fired per policy, nodes skipped, stragglers
+    #: cancelled and their tokens (``policy_counts``); empty without policies
+    policy: dict[str, int] = Field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -15,19 +15,21 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from pacore_agents._answers import extract_answer
 from pacore_agents._trace import NodeRecord, RunTrace
-from pacore_agents.studies._grading import extract_answer
 from pacore_agents.studies._metrics import sink_flags, topology_metrics
 from pacore_agents.studies._store import NodeOutcome, SampleOutcome
 
 
 def _ungraded(nodes: list[NodeRecord], sink: str | None, problem_id: str) -> SampleOutcome:
     """Nodes outside a study as an outcome with no verdicts: a node that sent a message is
-    ``error`` (the grader's "no verdict": counted as sent, never as graded), else ``failed``.
+    ``error`` (the grader's "no verdict": counted as sent, never as graded), else ``failed``
+    (``skipped`` and ``cancelled``, a policy's, keep their status).
     Built unvalidated (``model_construct``): every field comes from a validated record."""
     outcomes = [NodeOutcome.model_construct(
         id=n.id, round=n.round, agent=n.agent, inputs=n.inputs, tokens=n.usage.completion_tokens,
-        status="error" if n.outcome == "ok" and n.message is not None else "failed",
+        status="error" if n.outcome == "ok" and n.message is not None else (
+            n.outcome if n.outcome in ("skipped", "cancelled") else "failed"),
         answer=extract_answer(n.message), cross_refs=False) for n in nodes]
     return SampleOutcome.model_construct(
         arm="trace", problem_id=problem_id, sample=0, kind="topology", status="error", answer=None,

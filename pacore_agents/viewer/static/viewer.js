@@ -166,8 +166,9 @@
   }
 
   // ---------- run view ----------
-  var GRADE_COLOR = { correct: "#2e9d4a", wrong: "#d9534f", timeout: "#a66bbe", error: "#8a8f99", failed: "#333333" };
-  var STATUS_COLOR = { ok: "#4a78c2", failed: "#222222", cancelled: "#e08a1e", timed_out: "#a66bbe" };
+  var GRADE_COLOR = { correct: "#2e9d4a", wrong: "#d9534f", timeout: "#a66bbe", error: "#8a8f99", failed: "#333333",
+    cancelled: "#e08a1e", skipped: "#d5d9e0" };
+  var STATUS_COLOR = { ok: "#4a78c2", failed: "#222222", cancelled: "#e08a1e", timed_out: "#a66bbe", skipped: "#d5d9e0" };
 
   function showRun(view) {
     var t = view.trace, t0 = performance.now();
@@ -188,7 +189,11 @@
         view.outcome && view.outcome.flags && view.outcome.flags.flip ? h("span", { className: "badge st-wrong", text: "right→wrong flip" }) : null,
         view.outcome && view.outcome.flags && view.outcome.flags.emergent ? h("span", { className: "badge st-correct", text: "emergent" }) : null),
       t.error ? h("span", { className: "k", text: "error" }) : null, t.error ? h("span", { className: "error", text: t.error }) : null,
-      t.degraded ? h("span", { className: "k", text: "degraded" }) : null, t.degraded ? h("span", { text: "a node failed; the run went on without it" }) : null);
+      t.degraded ? h("span", { className: "k", text: "degraded" }) : null, t.degraded ? h("span", { text: "a node failed; the run went on without it" }) : null,
+      (t.policy_events || []).length ? h("span", { className: "k", text: "policies" }) : null,
+      (t.policy_events || []).length ? h("span", { id: "policy-events", text: t.policy_events.map(function (e) {
+        return e.policy + " (round " + e.round + "): " + e.detail + (e.answered_from ? "; answered from " + e.answered_from : "");
+      }).join(" · ") }) : null);
     add(main, head);
     add(main, h("details", null, h("summary", { text: "problem text" }), pre(problem)));
     if (t.sink) add(main, h("details", null, h("summary", { text: "sink's message" }), pre(t.answer)));
@@ -197,6 +202,7 @@
       view.graded ? [legendItem(GRADE_COLOR.correct, "correct"), legendItem(GRADE_COLOR.wrong, "wrong"), legendItem(GRADE_COLOR.error, "no verdict")]
         : legendItem(STATUS_COLOR.ok, "ok"),
       legendItem(STATUS_COLOR.failed, "failed"), legendItem(STATUS_COLOR.cancelled, "cancelled"), legendItem(STATUS_COLOR.timed_out, "timed out"),
+      legendItem(STATUS_COLOR.skipped, "skipped (a policy)"),
       h("span", { className: "muted", text: "x: agent, y: round; click a node; its references are numbered in prompt order" }));
     var find = h("input", { id: "find", placeholder: "node id, e.g. r1.a0", size: 16 });
     var tools = h("div", { className: "toolbar" },
@@ -208,9 +214,10 @@
     var panel = h("div", { className: "panel", id: "details" }, h("p", { className: "muted", text: "Click a node to see its prompt, reasoning, message, usage, seed, attempts, truncations and errors." }));
     add(main, h("div", { className: "run-layout" }, graph, panel));
     add(main, h("h2", { text: "per round" }));
-    add(main, table(["round", "nodes", "failed", "tokens", "message accuracy", "consensus", "cross-check", "wall s"],
+    add(main, table(["round", "nodes", "failed", "skipped", "tokens", "message accuracy", "consensus", "cross-check", "wall s"],
       view.rounds.map(function (r) {
         return h("tr", null, h("td", { className: "left", text: r.round }), h("td", { text: r.nodes }), h("td", { text: r.failed }),
+          h("td", { text: r.skipped || 0 }),
           h("td", { text: num(r.tokens) }), h("td", { text: pct(r.accuracy) }), h("td", { text: pct(r.consensus) }),
           h("td", { text: pct(r.cross_check) }), h("td", { text: r.seconds === null || r.seconds === undefined ? "—" : r.seconds.toFixed(2) }));
       }), "rounds"));
