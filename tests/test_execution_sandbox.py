@@ -312,3 +312,11 @@ def test_the_sandbox_sees_only_the_interpreter(mode: str) -> None:
     environment, not root, a fresh pid namespace, a read-only system."""
     verdict = execute(PROBE, functional_tests("view", ("0", "[]")), FAST.model_copy(update={"mode": mode}))
     assert verdict.passed, verdict.details
+
+
+def test_the_canary_has_its_own_time_limit() -> None:
+    """A test limit too short for any program (a loaded machine) times the program out, but not
+    the trivial canary: the verdict is the program's ``timeout``, never ``sandbox_error``."""
+    settings = FAST.model_copy(update={"mode": "judge", "test_timeout": 0.001})
+    verdict = execute("import time\ntime.sleep(1)\nprint(input())\n", stdin_tests(("1\n", "1\n")), settings)
+    assert verdict.statuses == ["timeout"], verdict.details

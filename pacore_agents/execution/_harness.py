@@ -8,7 +8,7 @@ stdin::
      "fn_name": str | null, "tests": [{"input": str, "output": str}], "timeout": float,
      "output_cap": int, "nonce": str, "python": str}
 
-(``canary``: an optional object overriding ``code``, ``kind``, ``fn_name`` and ``tests``, run
+(``canary``: an optional object overriding ``code``, ``kind``, ``fn_name``, ``tests`` and ``timeout``, run
 after the job the same way, its results appended) and writes ONE line ``<nonce><json>`` to the stdout it started with (the program under test
 never sees that descriptor as its stdout). The JSON is ``{"results": [...]}``, one entry per
 test in order: ``{"status", "digest", "detail"}`` with status ``passed`` | ``wrong`` |

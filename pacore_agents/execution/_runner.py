@@ -32,6 +32,10 @@ from ._harness import digest
 from ._sandbox import Isolation, SandboxLimits, run_job
 from ._tests import CodeTests, CompareMode, TestCase, TestStatus, Verdict
 
+#: the known-wrong canary's time limit (at least the tests' own): it is trivial, so only an
+#: overloaded machine makes it time out, and then nothing proves that the tests executed
+CANARY_TIMEOUT = 10.0
+
 _HARNESS_STATUS: dict[str, TestStatus] = {"passed": "passed", "wrong": "wrong_answer", "runtime": "runtime_error",
                                           "timeout": "timeout", "memory": "memory_limit"}
 
@@ -72,7 +76,9 @@ def execute(code: str | None, tests: CodeTests, settings: ExecutionSettings) -> 
     job: dict[str, Any] = {
         "mode": settings.mode, "kind": tests.kind, "code": tests.prefix + code, "fn_name": tests.fn_name,
         "tests": [t.model_dump() for t in tests.tests], "timeout": settings.test_timeout,
-        "output_cap": settings.limits.output_mb * 1024 * 1024, "canary": _canary(tests.kind)}
+        "output_cap": settings.limits.output_mb * 1024 * 1024,
+        # the canary is trivial: its own time limit keeps a loaded machine from failing it
+        "canary": {**_canary(tests.kind), "timeout": max(settings.test_timeout, CANARY_TIMEOUT)}}
     wall = settings.sample_timeout or (settings.test_timeout + 1) * n + 5.0
     raw = run_job(job, isolation=settings.sandbox, limits=settings.limits, wall=wall)
     results = raw.results
@@ -87,8 +93,9 @@ def execute(code: str | None, tests: CodeTests, settings: ExecutionSettings) -> 
             details = [f"the test process ended without a verdict (exit status {raw.returncode})"] * n
         return Verdict(statuses=statuses, details=details, signature=digest(statuses), seconds=raw.seconds)
     if results[-1].get("status") != "wrong":
-        return Verdict(statuses=["sandbox_error"] * n, details=[f"the known-wrong canary came back "
-                       f"{results[-1].get('status')!r}, not 'wrong': the tests were not executed"] * n,
+        why = ("timed out: execution not proven (an overloaded machine?)" if results[-1].get("status") == "timeout"
+               else f"came back {results[-1].get('status')!r}, not 'wrong': the tests were not executed")
+        return Verdict(statuses=["sandbox_error"] * n, details=[f"the known-wrong canary {why}"] * n,
                        signature=None, seconds=raw.seconds)
     results = results[:n]
     statuses = [_HARNESS_STATUS.get(str(r.get("status")), "runtime_error") for r in results]
