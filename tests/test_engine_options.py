@@ -22,8 +22,9 @@ from pacore_agents.engines import (
 )
 from pacore_agents.engines._openai import OpenAIEngine
 from pacore_agents.engines._vllm import VLLMEngine
-from pacore_agents.studies._spec import _v0_compatible, load_study, parse_study
+from pacore_agents.studies._spec import _v0_compatible
 from pacore_agents.studies._store import ResultStore
+from pacore_agents.studies._study_file import load_study, parse_study
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HANDLER = "tests.fixtures.handlers:answer"

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._search import SearchSummary, run_search
     from ._search_report import SearchReport, build_search_report
     from ._search_space import SearchSpec, load_search, parse_search
-    from ._spec import ArmSpec, GradingSpec, RoleOverride, StudySpec, load_study, parse_study
+    from ._spec import ArmSpec, GradingSpec, RoleOverride, StudySpec
     from ._stats import (
         PairedComparison,
         clustered_interval,
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         wilson_interval,
     )
     from ._store import NodeOutcome, ResultStore, SampleOutcome
+    from ._study_file import load_study, parse_study
     from ._sweeps import SweepSpec, expand_sweep
 
 if not TYPE_CHECKING:  # type checkers see the imports above, not a catch-all __getattr__

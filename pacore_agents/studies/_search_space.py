@@ -41,7 +41,7 @@ from pacore_agents._errors import ConfigError
 from pacore_agents._specs import builtin_topologies
 
 from ._engines import check_role_engines
-from ._spec import ArmSpec, StudySpec, _format_error
+from ._spec import ArmSpec, StudySpec, format_error
 
 PRUNE = "prune"  # the parameter of the pruning move (see ``_prune``)
 _RESERVED = {"name", "sweep", "sweep_point"}
@@ -321,7 +321,7 @@ def _explain(exc: ValidationError) -> str:
     loc = [str(p) for p in err["loc"]]
     if err["type"] == "extra_forbidden" and loc[:1] == ["arms"] and len(loc) > 2:
         return f"unknown key path {'.'.join(loc[2:])!r} of an arm: check the search dimension's path"
-    return _format_error(exc, "").replace("study spec : ", "").replace("arms.0: ", "").replace("arms.0.", "arm: ")
+    return format_error(exc, "").replace("study spec : ", "").replace("arms.0: ", "").replace("arms.0.", "arm: ")
 
 
 def parse_search(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> SearchSpec:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -49,7 +47,6 @@ from ._datasets import DatasetSpec
 from ._engines import (
     EngineCost,
     check_engines,
-    check_role_engines,
     engines_fingerprint,
     split_costs,
 )
@@ -278,7 +275,7 @@ class StudySpec(BaseModel):
                     arm = ArmSpec.model_validate(table)
                 except ValidationError as exc:
                     raise ValueError(f"sweep {sweep.id!r}, arm {table['name']!r}: "
-                                     + _format_error(exc, "").removeprefix("study spec : ")) from exc
+                                     + format_error(exc, "").removeprefix("study spec : ")) from exc
                 self.arms.append(arm)
                 members.setdefault(sweep.id, []).append(arm.name)
         for arm in self.arms:
@@ -387,7 +384,7 @@ def _engine_options(value: Any) -> Any:
         raise PydanticCustomError("engine_options", "{reason}", {"reason": reason}) from exc
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
+def format_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err["loc"])
@@ -398,47 +395,3 @@ def _format_error(exc: ValidationError, source: str) -> str:
             parts.append(f"{where}: {msg}" if where else msg)
     more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
     return f"study spec {source}: " + "; ".join(parts) + more
-
-
-def parse_study(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> StudySpec:
-    """Validate a study spec; a relative ``dataset.path`` is resolved against ``base_dir``."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"study spec {source}: not valid TOML: {exc}") from exc
-    try:
-        spec = StudySpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from exc
-    if base_dir is not None and spec.dataset.path is not None and not spec.dataset.path.is_absolute():
-        spec.dataset.path = (base_dir / spec.dataset.path).resolve()
-    for arm in spec.arms:  # topology errors surface now, before any engine starts
-        if arm.topology is not None and arm.topology.endswith(".toml") and base_dir is not None \
-                and not Path(arm.topology).is_absolute():
-            arm.topology = str((base_dir / arm.topology).resolve())
-        if arm.baseline is None:
-            topology = arm.build_topology()
-            check_role_engines(arm.name, arm.build_roles(topology), spec.engines)
-            _check_policies(arm, topology, spec, source)
-    return spec
-
-
-def _check_policies(arm: ArmSpec, topology: Topology, spec: StudySpec, source: str) -> None:
-    """An arm's policies must apply to its topology; its twin must be another topology arm."""
-    try:
-        arm.build_policies(topology)
-    except ConfigError as exc:
-        raise ConfigError(f"study spec {source}: arm {arm.name!r}: {exc}") from exc
-    if arm.twin is not None:
-        arms = {a.name for a in spec.arms if a.baseline is None and a.name != arm.name}
-        if arm.twin not in arms:
-            raise ConfigError(f"study spec {source}: arm {arm.name!r}: twin names {arm.twin!r}, which is not "
-                              f"another topology arm of this study ({', '.join(sorted(arms)) or 'none'})")
-
-
-def load_study(path: str | Path) -> StudySpec:
-    """Read and validate a study spec file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"study spec {p} does not exist")
-    return parse_study(p.read_text(encoding="utf-8"), source=str(p), base_dir=p.parent.resolve())
