@@ -30,7 +30,7 @@ class Server:
     """A ``pacore serve`` subprocess; ``url`` is its base URL (``.../v1``)."""
 
     def __init__(self, handler: str | None, *flags: str, env: dict[str, str] | None = None,
-                 start_timeout: float = 30) -> None:
+                 start_timeout: float = 60) -> None:
         """``handler``: a function of tests/fixtures/handlers.py; None: the embedded vLLM engine."""
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"pacore-serve-{os.getpid()}-{time.monotonic_ns()}.log"
         self._log_file = self.log.open("w")
@@ -38,7 +38,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pacore_agents", "serve", *engine, "--port", "0", *flags],
             cwd=REPO, stdout=self._log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_timeout
         while "listening on" not in self.output():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
