@@ -170,3 +170,42 @@ def test_start_after_aclose_starts_nothing() -> None:
         return _grading_workers()
 
     assert anyio.run(main) == []
+
+
+def hangs_on_marker(gold: str, prediction: str) -> bool:
+    """math-verify's verdict, except that a prediction saying HANG ignores every alarm."""
+    from pacore_agents.studies._grading_worker import math_verify_check
+
+    if "HANG" in prediction:
+        deaf_check(gold, prediction)
+    return math_verify_check(gold, prediction)
+
+
+def test_grade_many_gives_grade_verdicts_in_order() -> None:
+    texts = ["so \\boxed{42}", "\\boxed{41}", "", "so \\boxed{42}", "The answer: 42", None, "  "]
+
+    async def main() -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]], list[str]]:
+        async with Grader(workers=1, timeout=10) as one_by_one, Grader(workers=1, timeout=10) as batched:
+            singles = [await one_by_one.grade("#### 42", t) for t in texts]
+            many = await batched.grade_many("#### 42", texts)
+            no_gold = await batched.grade_many(None, ["\\boxed{1}", "\\boxed{2}"])
+            cached = await batched.grade_many("#### 42", texts[:2])  # served from the cache
+            assert [g.status for g in cached] == [g.status for g in many[:2]]
+            return ([(g.status, g.answer) for g in singles], [(g.status, g.answer) for g in many],
+                    [g.status for g in no_gold])
+
+    singles, many, no_gold = anyio.run(main)
+    assert many == singles
+    assert [s for s, _ in many] == ["correct", "wrong", "wrong", "correct", "correct", "wrong", "wrong"]
+    assert no_gold == ["error", "error"]
+
+
+def test_grade_many_times_out_only_the_hung_text() -> None:
+    async def main() -> list[tuple[str, str | None]]:
+        async with Grader(workers=1, timeout=3, grace=0.5, check=hangs_on_marker) as grader:
+            grades = await grader.grade_many("42", ["\\boxed{42}", "HANG \\boxed{42}", "\\boxed{7}"])
+            return [(g.status, g.detail) for g in grades]
+
+    (first, _), (hung, detail), (third, _) = anyio.run(main)
+    assert (first, hung, third) == ("correct", "timeout", "wrong")
+    assert detail is not None and "killed" in detail

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -38,6 +38,7 @@ from ._grading_worker import (
     block_sigint,
     math_verify_check,
     worker_check,
+    worker_check_many,
     worker_init,
     worker_ready,
 )
@@ -162,6 +163,43 @@ class Grader:
             return known
         async with self._limiter:
             return await anyio.to_thread.run_sync(self.grade_blocking, gold, text, abandon_on_cancel=True)
+
+    async def grade_many(self, gold: str | None, texts: Sequence[str | None]) -> list[Grade]:
+        """``grade`` of each text, in order, with the same verdicts, in one round trip to a
+        worker for the texts not already known (fewer thread and process wake-ups: on a machine
+        whose cores a local inference server uses, each one stalls it). A batch that hangs a
+        worker past its budgets is graded again text by text, so only the hung text times out."""
+        known = [self._known(gold, text) for text in texts]
+        todo = list(dict.fromkeys(t for t, k in zip(texts, known, strict=True) if k is None and t))
+        graded: dict[str, Grade] = {}
+        if todo:
+            assert gold is not None  # no gold is known (an error)
+            async with self._limiter:
+                graded = await anyio.to_thread.run_sync(self._grade_batch_blocking, gold, todo,
+                                                        abandon_on_cancel=True)
+        out: list[Grade] = []
+        for text, grade in zip(texts, known, strict=True):
+            out.append(grade if grade is not None else graded[text or ""])  # unknown: a text
+        return out
+
+    def _grade_batch_blocking(self, gold: str, texts: list[str]) -> dict[str, Grade]:
+        """Check ``texts`` (distinct) in one worker call; cache the verdicts as ``grade`` does."""
+        if len(texts) > 1:
+            pool, spawner = self._get_pool()
+            results: list[tuple[str, str | None]] | None = None
+            try:
+                fut = _submit(pool, spawner, worker_check_many, self.check, gold_latex(gold), texts,
+                              self.timeout)
+                results = fut.result(timeout=self.timeout * len(texts) + self.grace)
+            except (cf.TimeoutError, BrokenProcessPool, cf.CancelledError, RuntimeError):
+                self._kill_pool(pool)  # a hang no alarm broke, or a dead worker: text by text
+            if results is not None:
+                graded = {text: Grade(status=status, answer=extract_answer(text), detail=detail)  # type: ignore[arg-type]
+                          for text, (status, detail) in zip(texts, results, strict=True)}
+                if self.cache:
+                    self._cache.update(((gold, t), g) for t, g in graded.items())
+                return graded
+        return {text: self.grade_blocking(gold, text) for text in texts}
 
     def grade_blocking(self, gold: str | None, text: str | None) -> Grade:
         """``grade`` for synchronous callers (a trainer's reward function): the same verdict,

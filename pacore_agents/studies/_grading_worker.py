@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 CheckFn = Callable[[str, str], bool]
 
@@ -31,14 +33,24 @@ def math_verify_check(gold: str, prediction: str) -> bool:
     """math-verify's verdict (gold first: the comparison is not symmetric). No own timeouts."""
     from math_verify import parse, verify
 
-    gold_parsed = parse(gold, parsing_timeout=None, raise_on_error=True)
-    if not gold_parsed:
-        raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
+    gold_parsed = _parse_gold(gold)
     try:
         pred_parsed = parse(prediction, parsing_timeout=None, raise_on_error=True)
     except Exception:  # an unparsable prediction is a wrong one
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=False))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_gold(gold: str) -> list[Any]:
+    """math-verify's parse of a gold answer, cached per worker (a problem's gold is checked
+    against every node's message; ``verify`` only reads it). An unparsable gold raises each time."""
+    from math_verify import parse
+
+    gold_parsed: list[Any] = parse(gold, parsing_timeout=None, raise_on_error=True)
+    if not gold_parsed:
+        raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
+    return gold_parsed
 
 
 class _CheckTimeout(BaseException):  # BaseException: math-verify catches Exception
@@ -105,3 +117,10 @@ def worker_check(check: CheckFn, gold: str, prediction: str, budget: float) -> t
         return "error", f"{type(exc).__name__}: {exc}"[:500]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def worker_check_many(check: CheckFn, gold: str, predictions: list[str],
+                      budget: float) -> list[tuple[str, str | None]]:
+    """``worker_check`` on each prediction in order, each under its own budget: one round trip
+    for a batch (a request's n messages finish together), the same verdict for each."""
+    return [worker_check(check, gold, prediction, budget) for prediction in predictions]

@@ -15,7 +15,7 @@ Contract:
   its row is written in one transaction. Units that fail (``RunFailedError``/``EngineError``
   after retries) are NOT stored: they are reported and retried by the next run.
 - A topology unit starts grading each node the moment its record is final
-  (``_GradeAsFinished``), so grading overlaps the rest of the run instead of piling up after
+  (``GradeAsFinished``), so grading overlaps the rest of the run instead of piling up after
   the sinks; the verdicts are the same (the grader's cache serves the unit's final pass).
 - Phase 1 runs topology arms and ``single``; phase 2 (self-consistency) starts only when phase 1
   is complete, because its vote sizes are computed from phase 1 (see ``_baselines``).
@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -59,7 +58,6 @@ from pacore_agents._executor import Executor, executor_for
 from pacore_agents._ids import NodeId
 from pacore_agents._logging import bind_context, get_logger
 from pacore_agents._messages import Problem
-from pacore_agents._observer import QuietObserver
 from pacore_agents._references import derive_seed
 from pacore_agents._run import run
 from pacore_agents._trace import NodeRecord
@@ -80,7 +78,7 @@ from ._code_grading import CodeGrader
 from ._datasets import load_problems
 from ._engines import create_engines, require_usage
 from ._equivalence import task_equivalence
-from ._graders import AnswerGrader, make_grader
+from ._graders import AnswerGrader, GradeAsFinished, make_grader
 from ._policy_report import policy_counts
 from ._spec import ArmSpec, StudySpec
 from ._store import NodeOutcome, NodeStatus, ResultStore, SampleOutcome
@@ -110,19 +108,6 @@ class StudyRunSummary:
     engine: dict[str, Any] = field(default_factory=dict)
     #: code grading: tests and samples executed, time, tests/s, sandbox and mode
     grading: dict[str, Any] = field(default_factory=dict)
-
-
-class _GradeAsFinished(QuietObserver):
-    """A ``RunObserver`` that starts grading each node in ``tg`` as soon as its record is final;
-    the verdict lands in the grader's cache, where ``_grade_nodes`` finds it."""
-
-    def __init__(self, tg: TaskGroup, grader: AnswerGrader, gold: str | None) -> None:
-        self.tg, self.grader, self.gold = tg, grader, gold
-
-    def node_finished(self, record: NodeRecord) -> None:
-        if self.gold is not None and record.error is None and record.content is not None:
-            self.tg.start_soon(self.grader.grade, self.gold, record.message)
-
 
 
 class StudyRunner:
@@ -208,7 +193,7 @@ class StudyRunner:
                                    roles=arm.build_roles(topology), precomputed=precomputed,
                                    policies=arm.build_policies(topology),
                                    equivalence=task_equivalence(self.grader, problem.answer),
-                                   observer=_GradeAsFinished(tg, self.grader, problem.answer),
+                                   observer=GradeAsFinished(tg, self.grader, problem.answer),
                                    unit=f"{problem.id}|{arm.name}|s{sample}")
             except (RunFailedError, EngineError) as exc:
                 failure = exc
