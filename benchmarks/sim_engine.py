@@ -202,6 +202,7 @@ class SimEngine(FunctionEngine):
         self._pending_prefill = 0  # tokens admitted, not yet charged to a step
         self._counter = itertools.count()
         self._partial: dict[tuple[str, str], int] = {}  # tokens of cancelled sequences
+        self._span: tuple[float, float, float] | None = None  # (t0, first step, step) in progress
         self._wake = anyio.Event()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -260,7 +261,8 @@ class SimEngine(FunctionEngine):
                     seq.cancelled = True
                     if self._running.pop(seq.uid, None) is not None:
                         started = seq.finish_step - seq.record.length
-                        self._partial[(pid, seq.record.node)] = max(0, self._step - started)
+                        ran = min(seq.record.length, self._steps_done() - started)
+                        self._partial[(pid, seq.record.node)] = max(0, ran)
                         self._wake.set()
                     else:
                         self._partial[(pid, seq.record.node)] = 0
@@ -274,6 +276,16 @@ class SimEngine(FunctionEngine):
         return self._partial.get((str(request.metadata.problem_id), str(nodes[0]))) if nodes else None
 
     # ---- the model ----------------------------------------------------------------------------
+    def _steps_done(self) -> int:
+        """Decode steps completed by now, those of the span in progress included."""
+        if self._span is None:
+            return self._step
+        t0, first, step = self._span
+        elapsed = anyio.current_time() - t0
+        if elapsed < first - 1e-9:
+            return self._step
+        return self._step + 1 + math.floor((elapsed - first) / step + 1e-9)
+
     def _admit_one(self, seq: _Seq) -> None:
         bs = self.profile.block_size
         tokens = seq.tokens
@@ -336,6 +348,7 @@ class SimEngine(FunctionEngine):
             duration = first + (steps - 1) * step
             t0 = anyio.current_time()
             self._wake = anyio.Event()
+            self._span = (t0, first, step)
             with anyio.move_on_after(duration):
                 await self._wake.wait()
             elapsed = anyio.current_time() - t0
@@ -344,6 +357,7 @@ class SimEngine(FunctionEngine):
                 steps = min(done, steps)
                 if steps:
                     await anyio.sleep(t0 + first + (steps - 1) * step - anyio.current_time())
+            self._span = None
             if steps:
                 self.spans.append(Span(t0, anyio.current_time(), batch, len(self._waiting), self._pending_prefill))
                 self._pending_prefill = 0

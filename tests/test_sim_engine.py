@@ -169,6 +169,17 @@ def test_a_cancelled_request_frees_its_slots() -> None:
     assert simulate(main) == pytest.approx(3.0)
 
 
+def test_a_sequence_cancelled_mid_span_is_credited_with_the_steps_it_ran() -> None:
+    async def main() -> int | None:
+        async with SimEngine(profile(capacity=1), fixed(100)) as engine:
+            slow = request(problem="slow", nodes=(NodeId.of(1, 0),))
+            with anyio.move_on_after(10.5):  # steps end at 1, 2, ..., 10 s: 10 tokens, then cancelled
+                await engine.generate(slow)
+            return engine.tokens_so_far(slow)
+
+    assert simulate(main) == 10
+
+
 def test_a_run_over_the_simulator_is_deterministic() -> None:
     async def main() -> tuple[float, int]:
         model = LengthModel(median=40, sigma=0.8, max_tokens=200, message_tokens=10)
