@@ -71,6 +71,11 @@ class Adaptive:
     def per_sample(self, round_: int) -> bool:
         return round_ in self._quorum or round_ in self._width
 
+    def cancellable(self, round_: int) -> bool:
+        """Whether ``round_``'s requests may be cancelled as stragglers (a quorum that cancels)."""
+        return round_ in self._quorum and self.policies.quorum is not None \
+            and self.policies.quorum.stragglers == "cancel"
+
     def launch(self, requests: list[LogicalRequest]) -> bool:
         """Take a width round's requests (False: not one); submit the first wave."""
         first = requests[0].plans[0].node.round if requests else 0

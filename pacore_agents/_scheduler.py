@@ -216,7 +216,8 @@ class RunDriver:
             "metadata": TRUSTED_METADATA.build({
                 "problem_id": ProblemId(self.problem.id), "round": Round(node.round),
                 "nodes": tuple(p.node for p in plans), "unit": self.unit,
-                "priority": priority.engine_priority(req.lane.executor.feeding)})})
+                "priority": priority.engine_priority(req.lane.executor.feeding),
+                "cancellable": self.adaptive is not None and self.adaptive.cancellable(node.round)})})
 
     def _submit(self, req: LogicalRequest) -> None:
         assert self._tg is not None
