@@ -34,7 +34,7 @@ from ._policies import Policies, StopRule
 from ._trace import NodeRecord, PolicyEvent
 
 if TYPE_CHECKING:
-    from ._merge import LogicalRequest
+    from ._plan import LogicalRequest
     from ._priority import Ticket
     from ._scheduler import RunDriver
 

@@ -50,18 +50,16 @@ from ._errors import ConfigError, EngineError
 from ._executor import Executor
 from ._ids import NodeId, ProblemId, Round
 from ._logging import get_logger
-from ._merge import LogicalRequest, MergeGroup, NodeJob, RequestKey, RoundState, merge_groups
 from ._messages import Problem
-from ._observer import RunObserver
-from ._plan import NodePlan, Planner
+from ._plan import LogicalRequest, NodeJob, NodePlan, Planner, RequestKey, RoundState, merge_groups
 from ._policies import Policies
 from ._priority import Priority, Slots, Ticket
 from ._references import derive_seed
 from ._roles import RoleBook
 from ._topology import Topology
-from ._trace import NodeRecord, NodeStatus, RoundSummary, new_record
+from ._trace import NodeRecord, NodeStatus, RoundSummary, RunObserver, new_record
 
-__all__ = ["MergeGroup", "RunDriver", "RunObserver", "merge_groups"]
+__all__ = ["RunDriver", "RunObserver", "merge_groups"]
 
 log = get_logger("pacore_agents.scheduler")
 
