@@ -22,7 +22,9 @@
   never completed are marked ``cancelled`` or ``timed_out`` (``finish``).
 - **Policies** (``_policies``; their state in ``_adaptive``) may send a round one sample per
   request (the same seeds), launch it in waves, release a round at a quorum (stragglers
-  cancelled through their cancel scope) or skip rounds; without policies nothing changes.
+  cancelled through their cancel scope; a cancelling quorum's requests are sent marked
+  ``cancellable``, so the engine counts their tokens) or skip rounds; without policies nothing
+  changes.
 """
 
 from __future__ import annotations
