@@ -38,15 +38,14 @@ if TYPE_CHECKING:
     from ._ids import AgentIndex, NodeId, ProblemId, RoleName, Round
     from ._messages import ChatMessage, Problem
     from ._meter import ExecutorStats
-    from ._observer import RunObserver
-    from ._plan import NodePlan, Planner
+    from ._plan import MergeGroup, NodePlan, Planner
     from ._policies import AdaptiveWidth, ConsensusStop, Policies, Quorum, StopRule
     from ._priority import Priority
     from ._references import OrderPolicy, Reference, derive_seed, order_references
     from ._role_merge import RoleOverride, merge_roles
     from ._roles import PromptContext, Role, RoleBook, builtin_roles, pacore_compact
     from ._run import RunResult, resolve_topology, run, run_sync
-    from ._scheduler import MergeGroup, RunDriver
+    from ._scheduler import RunDriver
     from ._specs import TopologySpec, build, builtin_topologies, load_topology, parse_spec
     from ._topology import (
         Topology,
@@ -63,6 +62,7 @@ if TYPE_CHECKING:
         NodeStatus,
         PolicyEvent,
         RoundSummary,
+        RunObserver,
         RunStats,
         RunTrace,
         Truncation,

@@ -34,7 +34,7 @@ from ._policies import Policies, StopRule
 from ._trace import NodeRecord, PolicyEvent
 
 if TYPE_CHECKING:
-    from ._merge import LogicalRequest
+    from ._plan import LogicalRequest
     from ._priority import Ticket
     from ._scheduler import RunDriver
 
@@ -70,6 +70,11 @@ class Adaptive:
     # ---- what the scheduler asks ------------------------------------------------------------
     def per_sample(self, round_: int) -> bool:
         return round_ in self._quorum or round_ in self._width
+
+    def cancellable(self, round_: int) -> bool:
+        """Whether ``round_``'s requests may be cancelled as stragglers (a quorum that cancels)."""
+        return round_ in self._quorum and self.policies.quorum is not None \
+            and self.policies.quorum.stragglers == "cancel"
 
     def launch(self, requests: list[LogicalRequest]) -> bool:
         """Take a width round's requests (False: not one); submit the first wave."""

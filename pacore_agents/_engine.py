@@ -7,14 +7,19 @@ Contract:
 - It is cancellable: cancelling the calling task cancels the request in flight.
 - ``seed`` (when set) makes a request reproducible on engines that support seeding.
 - ``count_tokens`` is used to budget prompts; engines with a tokenizer override it.
+- ``tokens_so_far`` answers for a request the caller cancelled (``metadata.cancellable``):
+  the completion tokens it had generated, as far as the engine saw them, or None.
 """
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._ids import NodeId, ProblemId, Round
@@ -56,6 +61,10 @@ class RequestMetadata(BaseModel):
     #: scheduling priority, lower runs sooner (vLLM's convention); engines that take one
     #: (AsyncLLM ``priority``, a server started with ``--scheduling-policy priority``) pass it on
     priority: int = 0
+    #: the caller may cancel this request (a quorum's straggler, n = 1) and then ask
+    #: ``Engine.tokens_so_far``: engines that can count its tokens as they arrive do (vLLM: delta
+    #: outputs; OpenAI servers: a streamed request with per-chunk usage); False changes nothing
+    cancellable: bool = False
 
 
 class GenerationRequest(BaseModel):
@@ -186,8 +195,10 @@ class Engine(ABC):
         return out
 
     def tokens_so_far(self, request: GenerationRequest) -> int | None:
-        """The completion tokens generated for ``request`` (n = 1) before it was cancelled, or
-        None if the engine cannot say (the default). A quorum counts them in effective TTC."""
+        """The completion tokens generated for ``request`` (n = 1, the very object sent) before
+        it was cancelled, or None if the engine cannot say (the default). A count is what the
+        engine had seen (tokens still in flight from a server or an engine core are not in it);
+        it is never an estimate. A quorum counts it in effective TTC."""
         return None
 
     async def stats(self) -> EngineStats | None:
@@ -221,3 +232,45 @@ class Engine(ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class Tally:
+    """The completion tokens seen so far of one watched request (None: not known yet)."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self, tokens: int | None) -> None:
+        self.tokens = tokens
+
+
+class CancelledTokens:
+    """``Engine.tokens_so_far`` for engines that count a request's tokens as they arrive.
+
+    ``watch(request, start)`` gives a ``Tally`` (starting at ``start``) that the engine updates
+    while its attempt runs. If the attempt is cancelled (only then) its count is kept (if it is
+    still None, what ``unseen()`` says then: e.g. 0 once the engine knows it would have seen any) for
+    ``take(request)``, which returns it once; a new attempt of the same request starts afresh.
+    Kept counts are keyed by the request object and dropped with it (a weak reference), so
+    nothing accumulates when no one asks."""
+
+    def __init__(self) -> None:
+        self._kept: dict[int, tuple[weakref.ref[GenerationRequest], int | None]] = {}
+
+    @contextmanager
+    def watch(self, request: GenerationRequest, start: int | None,
+              unseen: Callable[[], int | None] | None = None) -> Iterator[Tally]:
+        key = id(request)
+        self._kept.pop(key, None)
+        tally = Tally(start)
+        try:
+            yield tally
+        except anyio.get_cancelled_exc_class():
+            ref = weakref.ref(request, lambda _: self._kept.pop(key, None))
+            tokens = tally.tokens if tally.tokens is not None or unseen is None else unseen()
+            self._kept[key] = (ref, tokens)
+            raise
+
+    def take(self, request: GenerationRequest) -> int | None:
+        """The count of ``request``'s cancelled attempt (once), or None."""
+        entry = self._kept.pop(id(request), None)
+        return entry[1] if entry is not None and entry[0]() is request else None

@@ -1,16 +1,22 @@
-"""Planning one node: its references (order, budget), its prompt and its sampling.
+"""Planning one node: its references (order, budget), its prompt and its sampling; and the
+units the scheduler plans and submits.
 
 Contract: ``Planner.plan`` is pure. It reads the APPLIED records of the node's in-neighbours
 (a message becomes visible only once its node is applied) and writes nothing; the record of a
 node is created when its result is applied (``_scheduler``). So a node's prompt depends only on
 its inputs' final records, never on when or in which order they completed.
+
+A merge group is the nodes of one round with the same in-neighbours and role (they become
+ready together); within it, nodes whose prompts and sampling are equal form one
+``LogicalRequest`` (``plans[i]`` is sample i, seeded ``seed + i``). ``NodeJob`` is the
+executor's job for the samples ``first``.. of one request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._config import RunConfig
 from ._engine import Engine, SamplingParams
@@ -19,7 +25,11 @@ from ._messages import ChatMessage, Problem
 from ._references import Reference, fit_references, order_references
 from ._roles import PromptContext, Role, RoleBook, default_role
 from ._topology import Topology
-from ._trace import NodeRecord, Truncation, new_record
+from ._trace import NodeRecord, RoundSummary, Truncation, new_record
+
+if TYPE_CHECKING:
+    from ._binding import Lane
+    from ._priority import Priority, Slots
 
 #: tokens added per chat message by a chat template, and per reference by the synthesis template
 MESSAGE_OVERHEAD = 8
@@ -160,3 +170,63 @@ class Planner:
     def _overflow(self, engine: Engine, context: int, prompt: tuple[ChatMessage, ...],
                   sampling: SamplingParams) -> int:
         return self._prompt_tokens(engine, prompt) + self._reserve(sampling, context) - context
+
+
+class _Driver(Protocol):
+    async def execute(self, req: LogicalRequest, plans: list[NodePlan], first: int, priority: Priority,
+                      slots: Slots) -> None: ...
+
+
+#: nodes whose prompts are equal merge; a node that must not merge adds itself to the key
+RequestKey = tuple[tuple[ChatMessage, ...], SamplingParams, NodeId | None]
+
+
+@dataclass(frozen=True, slots=True)
+class MergeGroup:
+    """Nodes of one round with the same in-neighbours and role: they become ready together."""
+
+    round: int
+    nodes: tuple[NodeId, ...]
+
+
+def merge_groups(topology: Topology, planner: Planner) -> list[MergeGroup]:
+    """The run's merge groups, in sorted order of their first node."""
+    groups: dict[tuple[int, tuple[NodeId, ...], str], list[NodeId]] = {}
+    for node in topology.nodes():
+        key = (node.round, topology.input_ids(node), planner.role_of(node).name)
+        groups.setdefault(key, []).append(node)
+    return [MergeGroup(key[0], tuple(nodes)) for key, nodes in groups.items()]
+
+
+@dataclass(slots=True)
+class LogicalRequest:
+    """One logical request: ``plans[i]`` is sample i."""
+
+    index: int
+    plans: list[NodePlan]
+    seed: int | None
+    sampling: SamplingParams
+    lane: Lane
+
+
+@dataclass(slots=True)
+class RoundState:
+    """A round's progress in a run: nodes not yet released, requests planned, its summary."""
+
+    left: int
+    requests: int = 0
+    started: bool = False
+    summary: RoundSummary | None = None
+
+
+class NodeJob:
+    """The executor's job for one request of a run (an object, not a closure: thousands wait)."""
+
+    __slots__ = ("driver", "first", "plans", "priority", "req")
+
+    def __init__(self, driver: _Driver, req: LogicalRequest, plans: list[NodePlan], first: int,
+                 priority: Priority) -> None:
+        self.driver, self.req, self.plans, self.first, self.priority = driver, req, plans, first, priority
+
+    async def __call__(self, slots: Slots) -> None:
+        await self.driver.execute(self.req, self.plans, self.first, self.priority, slots)

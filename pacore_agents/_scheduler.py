@@ -22,7 +22,9 @@
   never completed are marked ``cancelled`` or ``timed_out`` (``finish``).
 - **Policies** (``_policies``; their state in ``_adaptive``) may send a round one sample per
   request (the same seeds), launch it in waves, release a round at a quorum (stragglers
-  cancelled through their cancel scope) or skip rounds; without policies nothing changes.
+  cancelled through their cancel scope; a cancelling quorum's requests are sent marked
+  ``cancellable``, so the engine counts their tokens) or skip rounds; without policies nothing
+  changes.
 """
 
 from __future__ import annotations
@@ -50,18 +52,16 @@ from ._errors import ConfigError, EngineError
 from ._executor import Executor
 from ._ids import NodeId, ProblemId, Round
 from ._logging import get_logger
-from ._merge import LogicalRequest, MergeGroup, NodeJob, RequestKey, RoundState, merge_groups
 from ._messages import Problem
-from ._observer import RunObserver
-from ._plan import NodePlan, Planner
+from ._plan import LogicalRequest, NodeJob, NodePlan, Planner, RequestKey, RoundState, merge_groups
 from ._policies import Policies
 from ._priority import Priority, Slots, Ticket
 from ._references import derive_seed
 from ._roles import RoleBook
 from ._topology import Topology
-from ._trace import NodeRecord, NodeStatus, RoundSummary, new_record
+from ._trace import NodeRecord, NodeStatus, RoundSummary, RunObserver, new_record
 
-__all__ = ["MergeGroup", "RunDriver", "RunObserver", "merge_groups"]
+__all__ = ["RunDriver", "RunObserver", "merge_groups"]
 
 log = get_logger("pacore_agents.scheduler")
 
@@ -216,7 +216,8 @@ class RunDriver:
             "metadata": TRUSTED_METADATA.build({
                 "problem_id": ProblemId(self.problem.id), "round": Round(node.round),
                 "nodes": tuple(p.node for p in plans), "unit": self.unit,
-                "priority": priority.engine_priority(req.lane.executor.feeding)})})
+                "priority": priority.engine_priority(req.lane.executor.feeding),
+                "cancellable": self.adaptive is not None and self.adaptive.cancellable(node.round)})})
 
     def _submit(self, req: LogicalRequest) -> None:
         assert self._tg is not None

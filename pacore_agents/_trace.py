@@ -14,11 +14,14 @@ where and what it saved (``_policies``).
 Format version 2 added ``status``, ``mode`` and ``stats``; version-1 traces (no ``version``
 field) load with ``status`` derived from ``error``. Version 3 added ``skipped``,
 ``policy_events``, ``answered_by``, ``policies`` and ``NodeRecord.dropped_inputs``.
+
+``RunObserver``: the callbacks a run calls as its trace is written (live displays, studies
+grading as nodes finish, the server's streams); ``QuietObserver`` ignores them all.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -203,3 +206,36 @@ def tokens_by_engine_and_role(nodes: list[NodeRecord]) -> dict[str, dict[str, Us
         usage.completion_tokens += node.usage.completion_tokens
         usage.cached_tokens += node.usage.cached_tokens
     return {e: dict(sorted(roles.items())) for e, roles in sorted(out.items())}
+
+
+class RunObserver(Protocol):
+    """Progress callbacks; called on the event loop, must not block. An observer may also define
+    ``sink_text(delta: str) -> None`` to receive the sink's text as the engine generates it."""
+
+    def round_started(self, round_: int, nodes: int, requests: int) -> None:
+        """The round's first node is planned (``requests``: requests planned with it)."""
+
+    def request_finished(self, round_: int, nodes: int, completion_tokens: int, failed: bool) -> None:
+        """A request is done (live progress)."""
+
+    def node_finished(self, record: NodeRecord) -> None:
+        """A node's record is final."""
+
+    def round_finished(self, summary: RoundSummary) -> None:
+        """Every node of the round is final."""
+
+
+class QuietObserver:
+    """A ``RunObserver`` that ignores every callback: subclass it and override what you need."""
+
+    def round_started(self, round_: int, nodes: int, requests: int) -> None:
+        pass
+
+    def request_finished(self, round_: int, nodes: int, completion_tokens: int, failed: bool) -> None:
+        pass
+
+    def node_finished(self, record: NodeRecord) -> None:
+        pass
+
+    def round_finished(self, summary: RoundSummary) -> None:
+        pass

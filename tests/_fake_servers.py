@@ -21,6 +21,9 @@ ends first); per-chunk usage with ``stream_options.continuous_usage_stats`` (com
 that chunk's choice so far), a final usage chunk with ``include_usage``. ``drop_after_choices``:
 close the stream once that many choices have ended (a failure mid-stream). ``continuous_usage=False``:
 no per-chunk usage (a server without vLLM's extension: counts come from ``token_ids``).
+``stall_first=k``: the first chat request streams its first k chunks, then stalls (until the
+server stops, at most ``hang_limit`` s); every other request is answered
+only once it has stalled (and 0.3 s later, for the client to read those chunks): a straggler.
 Every request is recorded in ``requests`` as ``Recorded(method, path, headers, body)``.
 """
 
@@ -63,8 +66,11 @@ class FakeServer:
         drop_after_choices: int | None = None,
         continuous_usage: bool = True,
         delay: float = 0.0,
+        stall_first: int | None = None,
     ) -> None:
         self.delay = delay
+        self.stall_first = stall_first
+        self.stalled = threading.Event()
         self.drop_after_choices = drop_after_choices
         self.continuous_usage = continuous_usage
         self.mode = mode
@@ -252,12 +258,16 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 server.gate.wait(10)
             if server.delay:
                 server.stopped.wait(server.delay)
+            stall = server.stall_first is not None and count == 1
+            if server.stall_first is not None and not stall and server.stalled.wait(10):
+                server.stopped.wait(0.3)
             if body.get("stream"):
-                self._send_stream(*server.stream_events(body))
+                chunks, drop_at = server.stream_events(body)
+                self._send_stream(chunks, server.stall_first if stall else drop_at, stall=stall)
                 return
             self._send_json(200, server.completion(body))
 
-        def _send_stream(self, chunks: list[dict[str, Any]], drop_at: int | None) -> None:
+        def _send_stream(self, chunks: list[dict[str, Any]], drop_at: int | None, *, stall: bool = False) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
@@ -266,6 +276,9 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 for k, event in enumerate(chunks):
                     if drop_at is not None and k == drop_at:
+                        if stall:  # a straggler: hold the stream open until it is cancelled
+                            server.stalled.set()
+                            server.stopped.wait(server.hang_limit)
                         return  # the connection closes mid-stream
                     self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                     self.wfile.flush()

@@ -15,6 +15,11 @@ Contract:
   one request of n and reports each sample as its choice finishes (``continuous_usage_stats``
   gives its exact completion tokens); a stream cut before every choice finished is a retryable
   ``EngineError``. The executor uses it only while other work waits for admission.
+- A ``metadata.cancellable`` request (n == 1: a quorum's possible straggler) is always streamed
+  with ``continuous_usage_stats``, so that once cancelled ``tokens_so_far`` gives the completion
+  tokens its chunks had reported (the server may have generated a few more not yet received);
+  None if they reported none (a server without vLLM's per-chunk usage). Every other request is
+  sent as before (whole unless said above), and ``tokens_so_far`` is None for it.
 - Seeds: requests carry ``sampling.seed`` only with ``seed_requests=True``. A vLLM CPU server
   started with its defaults (chunked prefill on) dies on a seeded request whose prefill is split
   over steps; start it with ``--no-enable-chunked-prefill`` to seed safely. Dropped seeds are
@@ -37,7 +42,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, cast
 
 import anyio
@@ -45,6 +50,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from pacore_agents._engine import (
+    CancelledTokens,
     Completion,
     Engine,
     EngineInfo,
@@ -118,6 +124,8 @@ class OpenAIEngine(Engine):
         self._model_lock = anyio.Lock()
         self._probed = False
         self._closed = False
+        self._cancelled = CancelledTokens()
+        self._counting: set[int] = set()  # endpoints whose streams have counted tokens per chunk
 
     @classmethod
     def from_options(cls, options: OpenAIOptions, *, retry: RetryPolicy | None = None) -> OpenAIEngine:
@@ -255,6 +263,8 @@ class OpenAIEngine(Engine):
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         if self._closed:
             raise EngineError("the openai engine is closed")
+        if request.n == 1 and request.metadata.cancellable:
+            return await self._stream(request)
         model = await self.model()
         index = self._pool.assign(str(request.metadata.problem_id))
         name = self._names[index]
@@ -336,10 +346,14 @@ class OpenAIEngine(Engine):
         model = await self.model()
         index = self._pool.assign(str(request.metadata.problem_id))
         name = self._names[index]
+        watched = request.n == 1 and request.metadata.cancellable
         options: dict[str, Any] = {"include_usage": True}
-        if request.n > 1:
+        if request.n > 1 or watched:
             options["continuous_usage_stats"] = True
-        with self._pool.in_flight(index, request.n) as one_ended, self._chat_call(name):
+        # no chunk yet: 0 tokens from an endpoint whose streams have counted per chunk, else unknown
+        unseen = lambda: 0 if index in self._counting else None  # noqa: E731
+        with (self._cancelled.watch(request, None, unseen) if watched else nullcontext()) as tally, \
+                self._pool.in_flight(index, request.n) as one_ended, self._chat_call(name):
             reported = on_sample
 
             if on_sample is not None:
@@ -354,7 +368,16 @@ class OpenAIEngine(Engine):
             async with stream:
                 async for chunk in stream:
                     choices.feed(chunk)
+                    if tally is not None and (seen := choices.tokens_seen(0)) is not None:
+                        tally.tokens = seen
+                        self._counting.add(index)
         return choices.finish()
+
+    def tokens_so_far(self, request: GenerationRequest) -> int | None:
+        """The completion tokens a cancelled ``cancellable`` request's stream had reported
+        (per-chunk usage or token ids), once; None if it reported none, and for any other
+        request (a whole response that was cancelled tells nothing)."""
+        return self._cancelled.take(request)
 
     async def stats(self) -> EngineStats | None:
         """The servers' ``/metrics`` summed over endpoints (see ``_server_metrics``); None if

@@ -155,6 +155,11 @@ class StreamedChoices:
                 if self.on_sample is not None:
                     self._report(i)
 
+    def tokens_seen(self, i: int) -> int | None:
+        """Choice ``i``'s completion tokens reported so far (per-chunk usage, else per-chunk
+        token ids), or None if its chunks reported neither."""
+        return self._counted[i] if self._counted[i] is not None else self._ids[i]
+
     def finish(self) -> list[Completion]:
         """Every choice in order; a stream that ended before a choice finished is a retryable
         error (the connection was cut), not a short answer."""

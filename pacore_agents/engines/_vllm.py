@@ -17,7 +17,10 @@ Contracts:
   compacts the text after the last ``</think>`` itself); ``Completion.reasoning`` additionally
   holds the text before the last ``</think>`` (without the tags) when there is one.
 - ``generate_stream`` (n == 1) runs the same request with ``RequestOutputKind.DELTA`` and
-  calls ``on_text`` with each piece of text as it is decoded; same result as ``generate``.
+  calls ``on_text`` with each piece of text as it is decoded; same result as ``generate``. So
+  runs a ``metadata.cancellable`` request (n == 1, a quorum's possible straggler), counting the
+  token ids: cancelled, ``tokens_so_far`` gives the count this client had received (a step still
+  in the engine core is not in it). Others keep ``FINAL_ONLY`` (``tokens_so_far``: None).
 - Cancelling the calling task aborts the vLLM request. vLLM errors become ``EngineError``;
   a dead engine or an invalid request is not retryable.
 - Scheduling: the engine runs vLLM's ``priority`` policy and passes
@@ -29,7 +32,6 @@ Contracts:
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import gc
 import itertools
@@ -42,11 +44,13 @@ import anyio
 import sniffio
 
 from pacore_agents._engine import (
+    CancelledTokens,
     Completion,
     Engine,
     EngineInfo,
     EngineStats,
     GenerationRequest,
+    Tally,
     TextCallback,
     Usage,
 )
@@ -57,7 +61,16 @@ from pacore_agents._messages import ChatMessage
 
 from ._embedded import EMBEDDED_MODEL_NAME, is_embedded_model_dir, resolve_model
 from ._options import VLLMOptions
-from ._vllm_host import cpu_dtype, cpu_has_native_bf16, map_error, shutdown, split_reasoning
+from ._vllm_host import (
+    TYPICAL_SEQUENCE_TOKENS,
+    capacity,
+    cpu_dtype,
+    cpu_has_native_bf16,
+    run_request,
+    sampling_params,
+    shutdown,
+    split_reasoning,
+)
 from ._vllm_stats import VLLMCounters, stat_logger_factory
 
 __all__ = ["DEFAULT_CPU_BLOCK_SIZE", "TYPICAL_SEQUENCE_TOKENS", "VLLMEngine", "cpu_has_native_bf16", "split_reasoning"]
@@ -71,9 +84,7 @@ DEFAULT_CPU_KV_CACHE_GB = 1.0
 #: recomputes its prompt's last partial block: smaller blocks waste less prefill, and 32 does not
 #: slow decode on CPU (benchmarks/bench_blocksize.py; figures in BENCHMARKS.md).
 DEFAULT_CPU_BLOCK_SIZE = 32
-#: the sequence length ``info.max_sequences`` assumes when it bounds the batch by the KV cache
-TYPICAL_SEQUENCE_TOKENS = 1024
-#: set by ``generate_stream`` for the request it runs in this task: ``_run`` then streams deltas
+#: set by ``generate_stream`` for the request it runs in this task: it then streams deltas
 _ON_TEXT: contextvars.ContextVar[TextCallback | None] = contextvars.ContextVar("pacore_on_text", default=None)
 
 
@@ -123,6 +134,7 @@ class VLLMEngine(Engine):
         self._block_size = block_size  # KV block, tokens (None: DEFAULT_CPU_BLOCK_SIZE on CPU)
         self._max_sequences = max_sequences  # max_num_seqs and the window (None: derived)
         self._counters = VLLMCounters()
+        self._cancelled = CancelledTokens()
         self._lock = anyio.Lock()
         self._llm: Any = None
         self._tokenizer: Any = None
@@ -277,7 +289,7 @@ class VLLMEngine(Engine):
                          "kv_cache_space_gb": kv_gb if kv_gb is not None else os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
                          "prefix_caching": self._enable_prefix_caching,
                          "tensor_parallel_size": self._tensor_parallel_size,
-                         **_capacity(llm.vllm_config, self._max_model_len)}
+                         **capacity(llm.vllm_config, self._max_model_len)}
         del llm  # a frame of this thread may outlive the call: hold the engine via holder only
         log.info("vLLM engine ready", model=model, max_model_len=self._max_model_len)
 
@@ -323,6 +335,16 @@ class VLLMEngine(Engine):
     # -- generation --------------------------------------------------------------------------
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
+        if not (request.metadata.cancellable and request.n == 1):
+            return await self._generate(request, None)
+        with self._cancelled.watch(request, 0) as tally:  # nothing generated before it is sent
+            return await self._generate(request, tally)
+
+    def tokens_so_far(self, request: GenerationRequest) -> int | None:
+        """The tokens a cancelled ``cancellable`` request had streamed (module docstring)."""
+        return self._cancelled.take(request)
+
+    async def _generate(self, request: GenerationRequest, tally: Tally | None) -> list[Completion]:
         await self.start()
         llm = self._llm
         if llm is None:
@@ -339,11 +361,12 @@ class VLLMEngine(Engine):
         used = room if requested is None else min(requested, room)
         params = self._sampling_params(request, used)
         request_id = f"pacore-{self._tag}-{next(self._ids)}"
-        final = await self._run(llm, ids, params, request_id, request.metadata.priority)
+        on_text = _ON_TEXT.get()
+        _ON_TEXT.set(None)  # this request only, not requests this task may send later
+        final = await run_request(llm, ids, params, request_id, request.metadata.priority, on_text, tally)
         outputs = sorted(final.outputs, key=lambda o: o.index)
         if len(outputs) != request.n:
-            raise EngineError(f"vLLM returned {len(outputs)} samples, expected n={request.n}",
-                              retryable=True)
+            raise EngineError(f"vLLM returned {len(outputs)} samples, expected n={request.n}", retryable=True)
         prompt_tokens = len(final.prompt_token_ids or ids)
         cached = int(getattr(final, "num_cached_tokens", 0) or 0)
         notes: dict[str, Any] = {"request_id": request_id}
@@ -374,71 +397,4 @@ class VLLMEngine(Engine):
             _ON_TEXT.reset(token)
 
     def _sampling_params(self, request: GenerationRequest, max_tokens: int) -> Any:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        kwargs = dict(self._sampling_defaults)
-        s = request.sampling
-        for name in ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty"):
-            value = getattr(s, name)
-            if value is not None:
-                kwargs[name] = value
-        if s.stop:
-            kwargs["stop"] = list(s.stop)
-        kwargs.update(n=request.n, max_tokens=max_tokens, output_kind=RequestOutputKind.FINAL_ONLY)
-        try:
-            return SamplingParams(**kwargs)
-        except Exception as exc:  # vLLM's VLLMValidationError, ValueError, TypeError
-            raise EngineError(f"invalid sampling parameters for vLLM: {exc}", retryable=False) from exc
-
-    async def _run(self, llm: Any, ids: list[int], params: Any, request_id: str,
-                   priority: int = 0) -> Any:
-        """One request to the end; cancellation aborts it (vLLM's generator does, and we make
-        sure with a shielded abort)."""
-        final: Any = None
-        on_text = _ON_TEXT.get()
-        _ON_TEXT.set(None)  # this request only, not requests this task may send later
-        try:
-            if on_text is not None:
-                from vllm.sampling_params import RequestOutputKind
-
-                params.output_kind = RequestOutputKind.DELTA
-            prompt: Any = {"prompt_token_ids": ids}
-            renderer = getattr(llm, "renderer", None)
-            if renderer is not None and hasattr(renderer, "render_cmpl_async"):
-                (prompt,) = await renderer.render_cmpl_async([prompt])
-            stream_it = llm.generate(prompt, params, request_id, priority=priority)
-            async with contextlib.aclosing(stream_it) as stream:
-                async for out in stream:
-                    if on_text is None:
-                        final = out
-                        continue
-                    for piece in out.outputs:
-                        if piece.text:
-                            on_text(piece.text)
-                    if final is None:
-                        final = out
-                    else:
-                        final.add(out, aggregate=True)
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await llm.abort(request_id)
-            raise
-        except Exception as exc:
-            raise map_error(exc, llm, request_id) from exc
-        if final is None or not final.finished:
-            raise EngineError(f"vLLM request {request_id} ended without a final output", retryable=True)
-        return final
-
-
-def _capacity(config: Any, max_model_len: int) -> dict[str, Any]:
-    """Block size, scheduling policy, ``max_num_seqs``, KV cache tokens and the sequences the
-    KV cache holds at the typical length (see the module docstring) of a started engine."""
-    cache, scheduler = config.cache_config, config.scheduler_config
-    block = int(cache.block_size)
-    kv_tokens = int(cache.num_gpu_blocks or 0) * block
-    max_num_seqs = int(scheduler.max_num_seqs)
-    typical = max(1, min(max_model_len, TYPICAL_SEQUENCE_TOKENS))
-    return {"block_size": block, "scheduling_policy": str(scheduler.policy),
-            "max_num_seqs": max_num_seqs, "kv_cache_tokens": kv_tokens,
-            "capacity_sequences": max(1, min(max_num_seqs, kv_tokens // typical))}
+        return sampling_params(request, self._sampling_defaults, max_tokens)

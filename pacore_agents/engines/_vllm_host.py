@@ -1,6 +1,7 @@
-"""Host-side helpers of the in-process vLLM engine (``_vllm``): the CPU's bf16 support, the
-reasoning split of a generated text, vLLM errors as ``EngineError``s, and a shutdown that waits
-until every process the engine started is gone."""
+"""Helpers of the in-process vLLM engine (``_vllm``) that hold no engine state: the CPU's bf16
+support, the reasoning split of a generated text, a request's sampling parameters, one request
+run to its end, vLLM errors as ``EngineError``s, a started engine's capacity, and a shutdown that
+waits until every process the engine started is gone."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from typing import Any
 
 import anyio
 
+from pacore_agents._engine import GenerationRequest, Tally, TextCallback
 from pacore_agents._errors import EngineError
 from pacore_agents._logging import get_logger
 
 log = get_logger("pacore_agents.engines.vllm")
 
+#: the sequence length ``info.max_sequences`` assumes when it bounds the batch by the KV cache
+TYPICAL_SEQUENCE_TOKENS = 1024
 _THINK_END = "</think>"
 _THINK_START = re.compile(r"^\s*<think>")
 
@@ -59,6 +63,69 @@ def cpu_dtype(requested: str, *, embedded: bool, native_bf16: bool) -> str:
     return "auto" if native_bf16 else "float32"
 
 
+def sampling_params(request: GenerationRequest, defaults: dict[str, Any], max_tokens: int) -> Any:
+    """vLLM's ``SamplingParams`` for ``request`` over the model's ``defaults``, with
+    ``FINAL_ONLY`` outputs; values vLLM refuses are a non-retryable ``EngineError``."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    kwargs = dict(defaults)
+    s = request.sampling
+    for name in ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty"):
+        value = getattr(s, name)
+        if value is not None:
+            kwargs[name] = value
+    if s.stop:
+        kwargs["stop"] = list(s.stop)
+    kwargs.update(n=request.n, max_tokens=max_tokens, output_kind=RequestOutputKind.FINAL_ONLY)
+    try:
+        return SamplingParams(**kwargs)
+    except Exception as exc:  # vLLM's VLLMValidationError, ValueError, TypeError
+        raise EngineError(f"invalid sampling parameters for vLLM: {exc}", retryable=False) from exc
+
+
+async def run_request(llm: Any, ids: list[int], params: Any, request_id: str, priority: int,
+                      on_text: TextCallback | None, tally: Tally | None) -> Any:
+    """One request to the end; cancellation aborts it (vLLM's generator does, and we make
+    sure with a shielded abort). With ``on_text`` or a ``tally`` the outputs are deltas
+    (each holds the new text and token ids only), merged into one final output: ``on_text``
+    gets each piece of text, ``tally`` counts the token ids."""
+    final: Any = None
+    try:
+        if on_text is not None or tally is not None:
+            from vllm.sampling_params import RequestOutputKind
+
+            params.output_kind = RequestOutputKind.DELTA
+        prompt: Any = {"prompt_token_ids": ids}
+        renderer = getattr(llm, "renderer", None)
+        if renderer is not None and hasattr(renderer, "render_cmpl_async"):
+            (prompt,) = await renderer.render_cmpl_async([prompt])
+        stream_it = llm.generate(prompt, params, request_id, priority=priority)
+        async with contextlib.aclosing(stream_it) as stream:
+            async for out in stream:
+                if on_text is None and tally is None:
+                    final = out
+                    continue
+                for piece in out.outputs:
+                    if piece.text and on_text is not None:
+                        on_text(piece.text)
+                    if tally is not None:
+                        tally.tokens = (tally.tokens or 0) + len(piece.token_ids)
+                if final is None:
+                    final = out
+                else:
+                    final.add(out, aggregate=True)
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await llm.abort(request_id)
+        raise
+    except Exception as exc:
+        raise map_error(exc, llm, request_id) from exc
+    if final is None or not final.finished:
+        raise EngineError(f"vLLM request {request_id} ended without a final output", retryable=True)
+    return final
+
+
 def map_error(exc: Exception, llm: Any, request_id: str) -> EngineError:
     """A vLLM exception as an ``EngineError``: a dead engine or a bad request is final."""
     if isinstance(exc, EngineError):
@@ -70,6 +137,19 @@ def map_error(exc: Exception, llm: Any, request_id: str) -> EngineError:
     what = "the vLLM engine died" if dead else "vLLM rejected the request" if client_error else "vLLM failed"
     return EngineError(f"{what} ({request_id}): {type(cause).__name__}: {cause}",
                        retryable=not (dead or client_error))
+
+
+def capacity(config: Any, max_model_len: int) -> dict[str, Any]:
+    """Block size, scheduling policy, ``max_num_seqs``, KV cache tokens and the sequences the
+    KV cache holds at the typical length (see ``_vllm``'s docstring) of a started engine."""
+    cache, scheduler = config.cache_config, config.scheduler_config
+    block = int(cache.block_size)
+    kv_tokens = int(cache.num_gpu_blocks or 0) * block
+    max_num_seqs = int(scheduler.max_num_seqs)
+    typical = max(1, min(max_model_len, TYPICAL_SEQUENCE_TOKENS))
+    return {"block_size": block, "scheduling_policy": str(scheduler.policy),
+            "max_num_seqs": max_num_seqs, "kv_cache_tokens": kv_tokens,
+            "capacity_sequences": max(1, min(max_num_seqs, kv_tokens // typical))}
 
 
 async def shutdown(llm: Any) -> None:
