@@ -13,8 +13,7 @@ from typing import Any, Protocol
 
 from anyio.abc import TaskGroup
 
-from pacore_agents._observer import QuietObserver
-from pacore_agents._trace import NodeRecord
+from pacore_agents._trace import NodeRecord, QuietObserver
 
 from ._code_grading import CodeGrader
 from ._grading import Grade, Grader
