@@ -60,7 +60,7 @@ from pacore_agents._logging import bind_context, get_logger
 from pacore_agents._messages import Problem
 from pacore_agents._references import derive_seed
 from pacore_agents._run import run
-from pacore_agents._trace import NodeRecord, QuietObserver
+from pacore_agents._trace import NodeRecord
 from pacore_agents.engines import create_engine
 
 from ._baselines import (
