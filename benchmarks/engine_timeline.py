@@ -45,6 +45,10 @@ def scrape() -> dict[str, float]:
         m = re.match(r"(vllm:[\w:]+)(\{[^}]*\})?\s+(\S+)$", line)
         if m and not m.group(1).endswith(("_bucket", "_created")):
             out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+            source = re.search(r'source="(\w+)"', m.group(2) or "")
+            if source:  # prefill computed vs served from the prefix cache
+                key = f"{m.group(1)}:{source.group(1)}"
+                out[key] = out.get(key, 0.0) + float(m.group(3))
     return out
 
 
@@ -135,6 +139,7 @@ def main() -> int:
         "arm": name, "rc": rc, "wall": round(wall, 2), "first_busy": round(first - t0, 2),
         "last_busy": round(last - t0, 2), "idle_in_span": round(idle, 2),
         "steps": delta("vllm:iteration_tokens_total_count"), "gen": gen,
+        "prefill_computed": delta("vllm:prompt_tokens_by_source_total:local_compute"),
         "sec_per_ktok": round(1000 * wall / gen, 3) if gen else None,
         "client_cpu": round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 2),
         "main_cpu": [round(p[0], 2) for p in phases], "children_cpu": [round(p[1], 2) for p in phases],

@@ -54,8 +54,9 @@ EMBEDDED_CPU_DTYPE = "float32"
 def cpu_dtype(requested: str, *, embedded: bool, native_bf16: bool) -> str:
     """The dtype vLLM's CPU build gets for ``requested``: an explicit dtype as given; for
     ``auto``, ``EMBEDDED_CPU_DTYPE`` for the embedded model, else float32 unless the CPU
-    computes bf16 natively (emulated bf16 decoded ~2.5x slower than float32 on one machine and
-    ~1.5x faster on another: BENCHMARKS.md)."""
+    computes bf16 natively (emulated bf16 decoded ~2.5x slower than float32 on one machine,
+    ~1.5x faster on another and ~4x slower on a third, where a bf16 matmul took 80x a float32
+    one: BENCHMARKS.md; the safe default is the one that is never pathological)."""
     if requested != "auto":
         return requested
     if embedded:
