@@ -4,6 +4,7 @@ removed knobs say what to do, and a bad engine leaves the out dir untouched."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -112,17 +113,31 @@ class _Recording(Grader):
         super().__init__()
         self.asked: list[str] = []
         self.checked: list[str] = []
+        self.batches = 0
         self.graded = anyio.Event()
 
-    async def grade(self, gold: str | None, text: str | None) -> Grade:
-        self.asked.append(text or "")
+    def _ask(self, texts: Sequence[str | None]) -> None:
+        self.asked.extend(t or "" for t in texts)
         if sum("explorer" in t for t in self.asked) >= 3:
             self.graded.set()
+
+    async def grade(self, gold: str | None, text: str | None) -> Grade:
+        self._ask([text])
         return await super().grade(gold, text)
+
+    async def grade_many(self, gold: str | None, texts: Sequence[str | None]) -> list[Grade]:
+        self._ask(texts)
+        return await super().grade_many(gold, texts)
 
     def _blocking_check(self, gold: str, prediction: str) -> tuple[str, str | None]:
         self.checked.append(prediction)  # the worker's real check, once per distinct text
         return super()._blocking_check(gold, prediction)
+
+    def _grade_batch_blocking(self, gold: str, texts: list[str]) -> dict[str, Grade]:
+        if len(texts) > 1:  # one worker round trip (a single text goes through _blocking_check)
+            self.checked.extend(texts)
+            self.batches += 1
+        return super()._grade_batch_blocking(gold, texts)
 
 
 def test_nodes_are_graded_as_they_finish_not_after_the_sink(tmp_path: Path) -> None:
@@ -149,3 +164,4 @@ def test_nodes_are_graded_as_they_finish_not_after_the_sink(tmp_path: Path) -> N
     assert [nd.status for nd in outcome.nodes] == ["correct"] * 4  # gold 0: every node agrees
     assert sorted(grader.checked) == sorted(set(grader.checked))  # once per text
     assert len(grader.checked) == 4
+    assert grader.batches == 1  # round 1's three messages came in one request: one round trip
