@@ -194,11 +194,8 @@ class Grader:
             except (cf.TimeoutError, BrokenProcessPool, cf.CancelledError, RuntimeError):
                 self._kill_pool(pool)  # a hang no alarm broke, or a dead worker: text by text
             if results is not None:
-                graded = {text: Grade(status=status, answer=extract_answer(text), detail=detail)  # type: ignore[arg-type]
-                          for text, (status, detail) in zip(texts, results, strict=True)}
-                if self.cache:
-                    self._cache.update(((gold, t), g) for t, g in graded.items())
-                return graded
+                return {text: self._verdict(gold, text, status, detail)
+                        for text, (status, detail) in zip(texts, results, strict=True)}
         return {text: self.grade_blocking(gold, text) for text in texts}
 
     def grade_blocking(self, gold: str | None, text: str | None) -> Grade:
@@ -209,6 +206,10 @@ class Grader:
             return known
         assert gold is not None and text is not None
         status, detail = self._blocking_check(gold_latex(gold), text)
+        return self._verdict(gold, text, status, detail)
+
+    def _verdict(self, gold: str, text: str, status: str, detail: str | None) -> Grade:
+        """A checked text's ``Grade`` (its extracted answer kept for votes), cached if caching."""
         grade = Grade(status=status, answer=extract_answer(text), detail=detail)  # type: ignore[arg-type]
         if self.cache:
             self._cache[(gold, text)] = grade
