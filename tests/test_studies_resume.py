@@ -113,3 +113,28 @@ def _second_pid(log: Path, first_pid: int) -> int:
     pids = {int(line.split()[0]) for line in log.read_text().splitlines()} - {first_pid}
     assert len(pids) == 1, pids
     return pids.pop()
+
+
+def test_a_store_held_locked_by_another_process_is_waited_for_not_a_traceback(tmp_path: Path) -> None:
+    """Two search workers open one store at once: the WAL switch meets the other's lock. Held
+    6 s (past sqlite's 5 s busy wait), the open waits and succeeds (it raised
+    ``OperationalError: database is locked`` before)."""
+    import threading
+
+    from pacore_agents.studies._store import ResultStore
+
+    out = tmp_path / "out"
+    out.mkdir()
+    db = out / ResultStore.DB_NAME
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(6.0, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        ResultStore.open(out, fingerprint="f" * 16).close()
+        assert time.monotonic() - started >= 5.5
+    finally:
+        release.join()
+        holder.close()

@@ -142,6 +142,24 @@ def _diff(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [path or "(spec)"]
 
 
+def _enter_wal(conn: sqlite3.Connection, db: Path) -> None:
+    """Switch ``conn`` to WAL. Another process opening the same store at the same moment (two
+    search workers) can make the switch fail at once with "database is locked": SQLite does not
+    call its busy handler there. Retried for up to 10 s (the store's busy timeout), then a
+    ``ConfigError`` naming the file."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                conn.close()
+                raise ConfigError(f"{db}: cannot open the store ({exc}); is another process "
+                                  "holding it locked?") from exc
+            time.sleep(0.05)
+
+
 class ResultStore:
     """The SQLite store of one out dir. Open with ``ResultStore.open``; close when done."""
 
@@ -166,7 +184,7 @@ class ResultStore:
             raise ConfigError(f"{out} holds no study results ({cls.DB_NAME} is missing): run `pacore study run` first")
         out.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(conn, db)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.executescript(_SCHEMA)
