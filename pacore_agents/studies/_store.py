@@ -142,24 +142,6 @@ def _diff(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [path or "(spec)"]
 
 
-def _enter_wal(conn: sqlite3.Connection, db: Path) -> None:
-    """Switch ``conn`` to WAL. Another process opening the same store at the same moment (two
-    search workers) can make the switch fail at once with "database is locked": SQLite does not
-    call its busy handler there. Retried for up to 10 s (the store's busy timeout), then a
-    ``ConfigError`` naming the file."""
-    deadline = time.monotonic() + 10.0
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                conn.close()
-                raise ConfigError(f"{db}: cannot open the store ({exc}); is another process "
-                                  "holding it locked?") from exc
-            time.sleep(0.05)
-
-
 class ResultStore:
     """The SQLite store of one out dir. Open with ``ResultStore.open``; close when done."""
 
@@ -183,10 +165,17 @@ class ResultStore:
         if spec is None and fingerprint is None and not db.exists():
             raise ConfigError(f"{out} holds no study results ({cls.DB_NAME} is missing): run `pacore study run` first")
         out.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
-        _enter_wal(conn, db)
+        # timeout: sqlite's busy wait (10 s) from the first statement on. Another process opening
+        # the same store at once (two search workers) holds a lock the WAL switch must wait for;
+        # sqlite3's default of 5 s was too short there.
+        conn = sqlite3.connect(db, timeout=10.0, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise ConfigError(f"{db}: cannot open the store ({exc}); is another process holding it "
+                              "locked?") from exc
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
         conn.executescript(_SCHEMA)
         store = cls(out, conn)
         if fingerprint is None and spec is not None:
