@@ -138,3 +138,25 @@ def test_a_store_held_locked_by_another_process_is_waited_for_not_a_traceback(tm
     finally:
         release.join()
         holder.close()
+
+
+def test_a_store_locked_past_the_busy_wait_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """A lock held past the 10 s busy wait: a ``ConfigError`` naming the file, not sqlite's
+    traceback; the holder's data is untouched."""
+    from pacore_agents import ConfigError
+    from pacore_agents.studies._store import ResultStore
+
+    out = tmp_path / "out"
+    out.mkdir()
+    db = out / ResultStore.DB_NAME
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("INSERT INTO other VALUES (1)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(ConfigError, match=r"results\.sqlite: cannot open the store .*locked"):
+            ResultStore.open(out, fingerprint="f" * 16)
+    finally:
+        holder.execute("COMMIT")
+    assert holder.execute("SELECT x FROM other").fetchall() == [(1,)]
+    holder.close()
